@@ -1,0 +1,1 @@
+"""Forward operators y = A(x) + noise."""

@@ -1,0 +1,1 @@
+"""Pretrained diffusion priors behind one interface."""

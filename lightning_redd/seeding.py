@@ -1,0 +1,61 @@
+"""Per-image randomness.
+
+Every stochastic quantity of a restoration (operator parameters such as masks or kernels,
+measurement noise, the solver's noise) is drawn from a ``torch.Generator`` seeded from
+``(seed, image index, stream)``. Draws happen on the CPU, one image at a time, and are then
+moved to the target device, so an image's result does not depend on its batch size, its
+batch mates, the device or the number of devices.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+#: Independent random streams of one image. New streams get new numbers; never renumber.
+STREAMS = {"operator": 0, "noise": 1, "solver": 2}
+
+
+def image_seed(seed: int, index: int, stream: str) -> int:
+    """A 63-bit seed mixed from ``(seed, index, stream)`` (numpy's SeedSequence hashing)."""
+    if stream not in STREAMS:
+        raise ValueError(f"unknown random stream {stream!r}; allowed: {sorted(STREAMS)}")
+    if seed < 0 or index < 0:
+        raise ValueError(f"seed and image index must be >= 0, got seed={seed}, index={index}")
+    state = np.random.SeedSequence([int(seed), int(index), STREAMS[stream]]).generate_state(2, np.uint32)
+    return (int(state[0]) << 31) ^ int(state[1])
+
+
+def generator(seed: int, index: int, stream: str) -> torch.Generator:
+    """A CPU generator for one image and one stream."""
+    return torch.Generator().manual_seed(image_seed(seed, index, stream))
+
+
+def generators(seed: int, indices: Sequence[int], stream: str) -> list[torch.Generator]:
+    """One CPU generator per image index."""
+    return [generator(seed, int(i), stream) for i in indices]
+
+
+def randn(
+    shape: Sequence[int],
+    gens: Sequence[torch.Generator],
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Standard normal draws of ``(len(gens), *shape)``, image ``i`` from ``gens[i]``."""
+    out = torch.stack([torch.randn(tuple(shape), generator=g, dtype=dtype) for g in gens])
+    return out.to(device) if device is not None else out
+
+
+def rand(
+    shape: Sequence[int],
+    gens: Sequence[torch.Generator],
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Uniform [0, 1) draws of ``(len(gens), *shape)``, image ``i`` from ``gens[i]``."""
+    out = torch.stack([torch.rand(tuple(shape), generator=g, dtype=dtype) for g in gens])
+    return out.to(device) if device is not None else out
