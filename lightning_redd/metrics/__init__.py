@@ -1,1 +1,4 @@
-"""lightning_redd.metrics"""
+"""Image quality metrics."""
+from lightning_redd.metrics.image import psnr, ssim
+
+__all__ = ["psnr", "ssim"]

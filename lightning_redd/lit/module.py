@@ -1,0 +1,184 @@
+"""The restoration LightningModule: one RED-diff iterate per training step.
+
+``fit``: the DataModule visits each batch ``num_iterates`` times; at the batch's first
+visit the module measures the images and starts a solve (fresh ``mu`` and Adam state), each
+``training_step`` runs exactly one ``solver.step``, and after the last one the restored
+batch is emitted (``self.emitted``) for the writer.
+
+``predict``: ``predict_step`` runs ``solver.solve`` (= init + every step, the same code) and
+returns the restored batch.
+
+``mu`` is a plain tensor owned by the solver's state, not a module parameter: Lightning's
+optimizers, DDP broadcasting and gradient all-reduce never see it, so each image's result is
+its own. The prior runs under the Trainer's precision (autocast only around the denoiser);
+``mu``, the data term and Adam stay float32.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import lightning as L
+import torch
+
+from lightning_redd import seeding
+from lightning_redd.metrics import psnr
+from lightning_redd.operators.base import ForwardOperator
+from lightning_redd.priors.base import DiffusionPrior
+from lightning_redd.solvers.base import Solver
+
+AUTOCAST_DTYPES = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16, "32-true": None, "32": None, "64-true": None}
+
+
+class RestorationModule(L.LightningModule):
+    """Restores images ``x`` from synthetic measurements ``y = A(x) + noise``.
+
+    Args:
+        prior: the diffusion prior (default: the embedded 64x64 prior shipped with the package).
+        operator: the forward model (a template; per-image parameters are bound per batch).
+        solver: the algorithm (default: RED-diff with its defaults).
+        log_every: in ``predict``, log statistics every this many iterates (0: only at the end).
+    """
+
+    def __init__(
+        self,
+        *,
+        operator: ForwardOperator,
+        prior: DiffusionPrior | None = None,
+        solver: Solver | None = None,
+        log_every: int = 0,
+    ) -> None:
+        super().__init__()
+        if prior is None:
+            from lightning_redd.priors.embedded import EmbeddedPrior
+
+            prior = EmbeddedPrior()
+        if solver is None:
+            from lightning_redd.solvers.red_diff import RedDiff
+
+            solver = RedDiff()
+        self.prior = prior.eval().requires_grad_(False)
+        self.operator = operator
+        self.solver = solver
+        self.log_every = int(log_every)
+        self.automatic_optimization = False
+        self._state: Any = None
+        self._batch: dict | None = None
+        #: the last restored batch of ``fit`` (set after a batch's last iterate, else None)
+        self.emitted: dict | None = None
+
+    @property
+    def num_iterates(self) -> int:
+        return self.solver.num_iterates
+
+    # ------------------------------------------------------------------ Lightning hooks
+    def setup(self, stage: str) -> None:
+        precision = str(self.trainer.precision) if self._trainer is not None else "32-true"
+        if precision not in AUTOCAST_DTYPES:
+            raise ValueError(f"unsupported trainer.precision {precision!r}; allowed: {sorted(AUTOCAST_DTYPES)}")
+        self.prior.autocast_dtype = AUTOCAST_DTYPES[precision]
+
+    def configure_optimizers(self) -> None:
+        """No Lightning optimizer: the solver owns an Adam over each batch's ``mu``."""
+        return None
+
+    def configure_callbacks(self):
+        from lightning_redd.lit.writer import RestorationWriter
+
+        if any(isinstance(c, RestorationWriter) for c in self.trainer.callbacks):
+            return []
+        return [RestorationWriter()]
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.prior.eval()  # the prior is frozen: no dropout, ever
+        return self
+
+    def finished_names(self, names: list[str]) -> set[str]:
+        """Images a writer already finished (used by the DataModule to skip them)."""
+        from lightning_redd.lit.writer import RestorationWriter
+
+        done: set[str] = set()
+        for cb in self.trainer.callbacks if self._trainer is not None else []:
+            if isinstance(cb, RestorationWriter):
+                done |= cb.finished(self.trainer, names)
+        return done
+
+    # ------------------------------------------------------------------ shared pieces
+    def measure(self, batch: dict) -> tuple[ForwardOperator, torch.Tensor]:
+        """Bind the operator to the batch's images and synthesise ``y`` (or take ``batch["y"]``)."""
+        x = batch["x"].float()
+        index, seeds = batch["index"].tolist(), batch["seed"].tolist()
+        op_seeds = [seeding.image_seed(s, i, "operator") for s, i in zip(seeds, index)]
+        op = self.operator.bind(op_seeds, tuple(x.shape[1:]), names=list(batch["name"]), device=x.device)
+        if "y" in batch:
+            return op, batch["y"].float()
+        gens = [seeding.generator(s, i, "noise") for s, i in zip(seeds, index)]
+        with torch.no_grad():
+            return op, op.measure(x, gens)
+
+    def solver_generators(self, batch: dict) -> list[torch.Generator]:
+        return [seeding.generator(s, i, "solver") for s, i in zip(batch["seed"].tolist(), batch["index"].tolist())]
+
+    def solver_context(self, device: torch.device):
+        """Outside the denoiser nothing runs under Lightning's autocast."""
+        if device.type in ("cuda", "cpu", "xpu", "mps"):
+            return torch.autocast(device_type=device.type, enabled=False)
+        return contextlib.nullcontext()
+
+    def result(self, batch: dict, x_hat: torch.Tensor, x_init: torch.Tensor, y: torch.Tensor) -> dict:
+        return {
+            "names": list(batch["name"]), "index": batch["index"].cpu(),
+            "x_hat": x_hat.detach().cpu(), "x_init": x_init.detach().cpu(), "y": y.detach().cpu(),
+            "x": batch["x"].detach().float().cpu() if "x" in batch else None,
+        }
+
+    def stats_to_log(self, stats: dict[str, torch.Tensor], estimate: torch.Tensor, batch: dict) -> dict[str, float]:
+        out = {k: float(v.float().mean()) for k, v in stats.items() if k != "t"}
+        if "x" in batch:
+            out["psnr"] = float(psnr(estimate, batch["x"].float()).mean())
+        return out
+
+    # ------------------------------------------------------------------ fit: one iterate per step
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        self.emitted = None
+        iterate = int(batch["iterate"][0])
+        x = batch["x"]
+        with self.solver_context(x.device):
+            if iterate == 0:
+                op, y = self.measure(batch)
+                self._batch = {"op": op, "y": y}
+                self._state = self.solver.init(y, op, self.prior, self.solver_generators(batch))
+            elif self._state is None or getattr(self._state, "k", iterate) != iterate:
+                raise RuntimeError(
+                    f"iterate {iterate} of a batch arrived without its first {iterate} iterates; "
+                    "restart the run (mid-batch resume is not supported)"
+                )
+            op, y = self._batch["op"], self._batch["y"]
+            stats = self.solver.step(self._state, y, op, self.prior)
+            estimate = self.solver.estimate(self._state)
+        self.log_dict({f"train/{k}": v for k, v in self.stats_to_log(stats, estimate, batch).items()},
+                      on_step=True, prog_bar=False, batch_size=x.shape[0])
+        if iterate == self.num_iterates - 1:
+            self.emitted = self.result(batch, estimate, self._state.x_init, y)
+            self._state, self._batch = None, None
+
+    # ------------------------------------------------------------------ predict: the whole solve
+    def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
+        # predict runs under inference mode by default; the Adam step on mu needs autograd.
+        with torch.inference_mode(False), torch.enable_grad(), self.solver_context(batch["x"].device):
+            batch = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in batch.items()}
+            op, y = self.measure(batch)
+            state_box: dict = {}
+
+            def callback(k: int, state: Any, stats: dict) -> None:
+                state_box["state"] = state
+                last = k == self.num_iterates - 1
+                if self.logger is not None and (last or (self.log_every and (k + 1) % self.log_every == 0)):
+                    logged = self.stats_to_log(stats, self.solver.estimate(state), batch)
+                    self.logger.log_metrics({f"predict/{n}": v for n, v in logged.items()},
+                                            step=batch_idx * self.num_iterates + k)
+
+            x_hat = self.solver.solve(y, op, self.prior, self.solver_generators(batch), callback=callback)
+            x_init = state_box["state"].x_init if state_box else op.pinv(y)
+        return self.result(batch, x_hat, x_init, y)

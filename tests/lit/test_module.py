@@ -1,0 +1,169 @@
+"""The LightningModule, DataModule, writer and CLI on a tiny prior (fast, CPU)."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lightning_redd.lit.cli import cli
+
+IMG = 16
+
+
+def make_images(folder: Path, n: int = 3, size: int = 20) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        arr = (rng.random((size, size + 4, 3)) * 255).astype(np.uint8)
+        Image.fromarray(arr).save(folder / f"img{i}.png")
+    return folder
+
+
+def args(tmp_path: Path, images: Path, out: str, *extra: str, subcommand: str = "predict") -> list[str]:
+    return [
+        subcommand,
+        "--seed_everything", "0",
+        "--trainer.accelerator", "cpu",
+        "--trainer.devices", "1",
+        "--trainer.logger", "false",
+        "--trainer.enable_progress_bar", "false",
+        "--trainer.enable_model_summary", "false",
+        "--trainer.default_root_dir", str(tmp_path / out),
+        "--model.prior", "helpers.ConvPrior",
+        "--model.operator", "lightning_redd.operators.inpainting.Inpainting",
+        "--model.operator.init_args.mask", "random",
+        "--model.operator.init_args.drop_fraction", "0.4",
+        "--model.operator.init_args.sigma_y", "0.02",
+        "--model.solver", "lightning_redd.solvers.red_diff.RedDiff",
+        "--model.solver.init_args.num_steps", "6",
+        "--model.solver.init_args.order", "random",
+        "--data.root", str(images),
+        "--data.image_size", str(IMG),
+        *extra,
+    ]
+
+
+def restored(root: Path) -> dict[str, np.ndarray]:
+    return {p.stem: np.asarray(Image.open(p)) for p in sorted((root / "restored").glob("*.png"))}
+
+
+def capture(monkeypatch) -> list[dict]:
+    """Record every batch the writer receives (full-precision tensors)."""
+    from lightning_redd.lit.writer import RestorationWriter
+
+    seen: list[dict] = []
+    original = RestorationWriter.write
+
+    def spy(self, trainer, out):
+        seen.append(out)
+        original(self, trainer, out)
+
+    monkeypatch.setattr(RestorationWriter, "write", spy)
+    return seen
+
+
+def by_name(batches: list[dict]) -> dict[str, torch.Tensor]:
+    return {n: b["x_hat"][i] for b in batches for i, n in enumerate(b["names"])}
+
+
+def test_fit_and_predict_write_the_same_images(tmp_path, monkeypatch):
+    images = make_images(tmp_path / "in")
+    seen = capture(monkeypatch)
+    cli(args(tmp_path, images, "fit", "--data.batch_size", "2", subcommand="fit"))
+    fit = by_name(seen)
+    seen.clear()
+    cli(args(tmp_path, images, "pred", "--data.batch_size", "2"))
+    pred = by_name(seen)
+    assert sorted(fit) == sorted(pred) == ["img0", "img1", "img2"]
+    for name in fit:
+        assert (fit[name] - pred[name]).abs().max() <= 1e-5
+    a, b = restored(tmp_path / "fit"), restored(tmp_path / "pred")
+    assert sorted(a) == sorted(b) and all(np.array_equal(a[k], b[k]) for k in a)
+    rows = list(csv.DictReader(open(tmp_path / "pred" / "metrics.csv")))
+    assert [r["name"] for r in rows] == ["img0", "img1", "img2"]
+    assert set(rows[0]) == {"name", "psnr", "ssim", "psnr_init", "ssim_init"}
+    assert not list((tmp_path / "pred").rglob("*.tmp"))
+
+
+def test_batch_size_and_batch_mates_do_not_matter(tmp_path, monkeypatch):
+    images = make_images(tmp_path / "in", n=4)
+    seen = capture(monkeypatch)
+    cli(args(tmp_path, images, "b1", "--data.batch_size", "1"))
+    one = by_name(seen)
+    seen.clear()
+    cli(args(tmp_path, images, "b3", "--data.batch_size", "3"))
+    three = by_name(seen)
+    seen.clear()
+    cli(args(tmp_path, images, "lim", "--data.batch_size", "2", "--data.limit", "2"))
+    limited = by_name(seen)
+    for name in one:
+        assert (one[name] - three[name]).abs().max() <= 1e-5
+    for name in limited:
+        assert (one[name] - limited[name]).abs().max() <= 1e-5
+
+
+def test_skip_existing_resumes_without_redoing(tmp_path, monkeypatch):
+    images = make_images(tmp_path / "in")
+    seen = capture(monkeypatch)
+    cli(args(tmp_path, images, "run", "--data.limit", "2"))
+    first = by_name(seen)
+    seen.clear()
+    cli(args(tmp_path, images, "run", "--trainer.callbacks+=lightning_redd.lit.writer.RestorationWriter",
+             "--trainer.callbacks.skip_existing=true"))
+    assert sorted(by_name(seen)) == ["img2"]  # only the unfinished image was restored
+    rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
+    assert [r["name"] for r in rows] == ["img0", "img1", "img2"]
+    assert sorted(restored(tmp_path / "run")) == sorted(first) + ["img2"]
+
+
+def test_mixed_precision_keeps_mu_float32(tmp_path, monkeypatch):
+    images = make_images(tmp_path / "in", n=1)
+    seen = capture(monkeypatch)
+    cli(args(tmp_path, images, "bf16", "--trainer.precision", "bf16-mixed"))
+    assert seen[0]["x_hat"].dtype == torch.float32
+
+
+# --------------------------------------------------------------------------- bad input
+def test_non_image_file_is_named_and_nothing_written(tmp_path):
+    images = make_images(tmp_path / "in")
+    (images / "notes.txt").write_text("hello")
+    with pytest.raises(ValueError, match=r"notes.txt.*skip_non_images"):
+        cli(args(tmp_path, images, "bad"))
+    assert not (tmp_path / "bad" / "restored").exists()
+
+
+def test_broken_image_file_is_named(tmp_path):
+    images = make_images(tmp_path / "in")
+    (images / "broken.png").write_bytes(b"not a png at all")
+    with pytest.raises(ValueError, match=r"unreadable.*broken.png"):
+        cli(args(tmp_path, images, "bad"))
+    assert not (tmp_path / "bad" / "restored").exists()
+
+
+def test_unknown_option_value_is_rejected_with_choices(tmp_path, capsys):
+    images = make_images(tmp_path / "in")
+    with pytest.raises(SystemExit):
+        cli(args(tmp_path, images, "bad", "--model.solver.init_args.weighting", "cubic"))
+    err = capsys.readouterr().err
+    assert "weighting" in err and "linear" in err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_mask_file_of_wrong_size_is_named(tmp_path):
+    images = make_images(tmp_path / "in", n=1)
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    Image.fromarray(np.full((7, 9), 255, np.uint8)).save(masks / "img0.png")
+    with pytest.raises(ValueError, match=r"(?i)size|shape"):
+        cli(args(tmp_path, images, "bad", "--model.operator.init_args.mask", "file",
+                 "--model.operator.init_args.mask_dir", str(masks)))
+    assert not (tmp_path / "bad" / "restored").exists()
+
+
+def test_missing_folder_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="data.root"):
+        cli(args(tmp_path, tmp_path / "nowhere", "bad"))
