@@ -36,6 +36,10 @@ class ForwardOperator(nn.Module):
     """
 
     linear: ClassVar[bool] = False
+    #: Noise model of ``measure``: ``"gaussian"`` (std ``2 * sigma_y``) or ``"poisson"``
+    #: (photon counts at ``poisson_rate`` per unit intensity, then Gaussian if ``sigma_y > 0``).
+    noise: str = "gaussian"
+    poisson_rate: float = 1.0
 
     def __init__(self, *, sigma_y: float = 0.0, channels: int = 3) -> None:
         super().__init__()
@@ -78,15 +82,32 @@ class ForwardOperator(nn.Module):
         return self
 
     def measure(self, x: torch.Tensor, gens: Sequence[torch.Generator]) -> torch.Tensor:
-        """``y = A(x) + 2 * sigma_y * n``, ``n ~ N(0, I)`` drawn per image from ``gens[i]``."""
+        """``y = A(x) + 2 * sigma_y * n``, ``n ~ N(0, I)`` drawn per image from ``gens[i]``.
+
+        With ``noise == "poisson"``, ``A(x)`` is first mapped to intensities ``(A(x) + 1) / 2``
+        (clipped at 0), replaced by ``Poisson(rate * intensity) / rate`` and mapped back.
+        """
         self.check_x(x)
         if len(gens) != x.shape[0]:
             raise ValueError(f"measure needs one generator per image: got {len(gens)} for a batch of {x.shape[0]}")
-        y = self(x)
+        y = self.measure_clean(x)
+        if self.noise == "poisson":
+            y = poisson_noise(y, gens, self.poisson_rate)
+        elif self.noise != "gaussian":
+            raise ValueError(f"unknown noise model {self.noise!r}; allowed: 'gaussian', 'poisson'")
         if self.sigma_y > 0:
             n = seeding.randn(y.shape[1:], gens, device=y.device, dtype=y.dtype)
             y = y + 2.0 * self.sigma_y * n
         return y
+
+    def measure_clean(self, x: torch.Tensor) -> torch.Tensor:
+        """The exact noise-free measurement used by ``measure``. Defaults to ``forward``;
+        operators whose ``forward`` is a differentiable surrogate override it."""
+        return self(x)
+
+    def output_shape(self, shape: Sequence[int]) -> tuple[int, ...]:
+        """``(C', H', W')`` of one image's measurement for an image of ``shape = (C, H, W)``."""
+        return tuple(int(s) for s in shape)
 
     # ------------------------------------------------------------------ validation
     def check_shape(self, shape: Sequence[int]) -> None:
@@ -147,3 +168,13 @@ def check_finite(t: torch.Tensor, name: str) -> None:
     """Raise ``ValueError`` if ``t`` holds NaN or inf."""
     if not torch.isfinite(t).all():
         raise ValueError(f"{name} contains NaN or inf values; clean the input (e.g. torch.nan_to_num) before measuring")
+
+
+def poisson_noise(y: torch.Tensor, gens: Sequence[torch.Generator], rate: float) -> torch.Tensor:
+    """Poisson noise on ``y`` in ``[-1, 1]`` units: ``2 * Poisson(rate * (y + 1) / 2) / rate - 1``,
+    image ``i`` drawn from ``gens[i]`` on the CPU. ``rate`` is the photon count of a white pixel."""
+    if not rate > 0:
+        raise ValueError(f"poisson_rate must be > 0 (photons per unit intensity), got {rate}")
+    lam = (rate * (y.detach() + 1) / 2).clamp_min(0).to("cpu", torch.float64)
+    counts = torch.stack([torch.poisson(lam[i], generator=g) for i, g in enumerate(gens)])
+    return (2 * counts / rate - 1).to(device=y.device, dtype=y.dtype)

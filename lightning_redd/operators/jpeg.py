@@ -1,0 +1,126 @@
+"""JPEG compression as a differentiable torch pipeline (our own; baseline JPEG maths).
+
+``x`` in ``[-1, 1]`` -> ``[0, 255]`` -> YCbCr (JFIF, full range) -> optional 4:2:0 chroma
+subsampling (2x2 means) -> 8x8 blocks minus 128 -> orthonormal 2-D DCT-II -> divide by the
+quantisation tables (ITU-T T.81 Annex K) scaled by ``quality`` as libjpeg does -> **round** ->
+multiply -> inverse DCT -> +128 -> nearest chroma upsampling -> RGB -> clip to ``[0, 255]`` ->
+``[-1, 1]``. ``y`` is the decoded image ``(B, 3, H, W)``.
+
+``measure`` rounds exactly; ``forward`` uses the rounding surrogate of
+:mod:`lightning_redd.operators.quantization` (straight-through by default).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from lightning_redd.operators.base import ForwardOperator
+from lightning_redd.operators.common import check_input, check_y, like
+from lightning_redd.operators.quantization import Surrogate, check_surrogate, round_surrogate
+
+LUMA_TABLE = [
+    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55,
+    14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62,
+    18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99,
+]  # fmt: skip
+CHROMA_TABLE = [
+    17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99,
+    24, 26, 56, 99, 99, 99, 99, 99, 47, 66, 99, 99, 99, 99, 99, 99,
+] + [99] * 32  # fmt: skip
+RGB_TO_YCBCR = [[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]]
+
+
+def scaled_table(table: list[int], quality: int) -> torch.Tensor:
+    """libjpeg's quality scaling: ``5000 / q`` below 50, ``200 - 2 q`` above; entries in [1, 255]."""
+    scale = 5000 / quality if quality < 50 else 200 - 2 * quality
+    t = torch.tensor(table, dtype=torch.float64)
+    return torch.floor((t * scale + 50) / 100).clamp(1, 255).view(8, 8)
+
+
+def dct_matrix(n: int = 8) -> torch.Tensor:
+    """Orthonormal DCT-II matrix ``D`` (``coefficients = D block D^T``)."""
+    k = torch.arange(n, dtype=torch.float64)[:, None]
+    i = torch.arange(n, dtype=torch.float64)[None, :]
+    d = torch.cos(math.pi * (2 * i + 1) * k / (2 * n)) * math.sqrt(2 / n)
+    d[0] /= math.sqrt(2)
+    return d
+
+
+class JPEG(ForwardOperator):
+    """JPEG at ``quality`` in [1, 100] of RGB ``(B, 3, H, W)`` images, H and W multiples of 16
+    (8 without ``chroma_subsampling``)."""
+
+    def __init__(
+        self,
+        *,
+        quality: int = 10,
+        chroma_subsampling: bool = True,
+        surrogate: Surrogate = "straight_through",
+        sigma_y: float = 0.0,
+        channels: int = 3,
+    ) -> None:
+        super().__init__(sigma_y=sigma_y, channels=channels)
+        if channels != 3:
+            raise ValueError(f"JPEG works on RGB images: channels must be 3, got {channels}")
+        if not 1 <= quality <= 100:
+            raise ValueError(f"quality must be an integer in [1, 100], got {quality}")
+        check_surrogate(surrogate)
+        self.quality, self.chroma_subsampling, self.surrogate = int(quality), bool(chroma_subsampling), surrogate
+        self.register_buffer("q_luma", scaled_table(LUMA_TABLE, quality), persistent=False)
+        self.register_buffer("q_chroma", scaled_table(CHROMA_TABLE, quality), persistent=False)
+        self.register_buffer("dct", dct_matrix(), persistent=False)
+        self.register_buffer("rgb2ycc", torch.tensor(RGB_TO_YCBCR, dtype=torch.float64), persistent=False)
+
+    def check_shape(self, shape: Sequence[int]) -> None:
+        super().check_shape(shape)
+        m = 16 if self.chroma_subsampling else 8
+        if shape[1] % m or shape[2] % m:
+            raise ValueError(
+                f"JPEG: image size {shape[1]}x{shape[2]} is not a multiple of {m}; crop or pad the images "
+                f"to a multiple of {m}" + (" (or set chroma_subsampling=False for multiples of 8)" if m == 16 else "")
+            )
+
+    def _codec(self, plane: torch.Tensor, table: torch.Tensor, surrogate: str | None) -> torch.Tensor:
+        """Encode + decode one ``(B, h, w)`` plane in ``[0, 255]`` blockwise."""
+        b, h, w = plane.shape
+        d, q = like(self.dct, plane), like(table, plane)
+        blocks = (plane - 128).reshape(b, h // 8, 8, w // 8, 8).transpose(2, 3)
+        coef = d @ blocks @ d.T
+        coef = round_surrogate(coef / q, surrogate) * q
+        out = (d.T @ coef @ d).transpose(2, 3).reshape(b, h, w)
+        return out + 128
+
+    def compress(self, x: torch.Tensor, surrogate: str | None) -> torch.Tensor:
+        """Decoded JPEG of ``x`` (``(B, 3, H, W)`` in ``[-1, 1]``); exact rounding if ``surrogate`` is None."""
+        m = like(self.rgb2ycc, x)
+        ycc = torch.einsum("ij,bjhw->bihw", m, (x + 1) * 127.5)
+        y = self._codec(ycc[:, 0], self.q_luma, surrogate)
+        chroma = ycc[:, 1:] + 128
+        if self.chroma_subsampling:
+            chroma = F.avg_pool2d(chroma, 2)
+        cb, cr = (self._codec(chroma[:, i], self.q_chroma, surrogate) for i in (0, 1))
+        chroma = torch.stack([cb, cr], dim=1) - 128
+        if self.chroma_subsampling:
+            chroma = chroma.repeat_interleave(2, dim=-2).repeat_interleave(2, dim=-1)
+        rgb = torch.einsum("ij,bjhw->bihw", torch.linalg.inv(m), torch.cat([y[:, None], chroma], dim=1))
+        return rgb.clamp(0, 255) / 127.5 - 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Surrogate JPEG (for the solve): ``(B, 3, H, W)`` -> ``(B, 3, H, W)``."""
+        check_input(self, x)
+        return self.compress(x, self.surrogate)
+
+    def measure_clean(self, x: torch.Tensor) -> torch.Tensor:
+        """Exact JPEG (for measuring)."""
+        check_input(self, x)
+        return self.compress(x, None)
+
+    def pinv(self, y: torch.Tensor) -> torch.Tensor:
+        """The decoded image itself."""
+        check_y(self, y)
+        check_input(self, y)
+        return y.clone()
