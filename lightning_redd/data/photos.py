@@ -1,0 +1,256 @@
+"""Training patches for the embedded prior: random-scale crops of a few photographs.
+
+By default the photos are the sample images that scikit-image ships inside its package
+(``skimage/data/*.png|jpg``: read from disk, never downloaded). scikit-image is only needed
+for this (``pip install 'lightning_redd[train]'``). A folder of your own images works too.
+
+Patches are ``(3, S, S)`` float tensors in ``[-1, 1]``: a square region whose side is drawn
+log-uniformly between ``S / max_upscale`` pixels and the photo's shorter side (so the prior
+sees both fine texture and whole-object views), resized to ``S``, flipped left-right with
+probability 1/2. Grayscale photos are replicated to RGB; RGBA is composited on white.
+
+Whole photos are held out for validation and the demo images (``HELDOUT_PHOTOS``); they are
+never trained on. ``python -m lightning_redd.data.photos export-demo data/demo`` writes the
+deterministic demo PNGs.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+#: Colour photographs used for training (file stems in ``skimage/data``).
+TRAIN_COLOR = ("astronaut", "hubble_deep_field", "ihc", "retina", "rocket", "logo")
+#: Grayscale photographs used for training (replicated to RGB).
+TRAIN_GRAY = ("camera", "brick", "grass", "gravel", "coins", "moon", "page", "text", "cell", "clock_motion")
+TRAIN_PHOTOS = TRAIN_COLOR + TRAIN_GRAY
+#: Held out whole: validation and demo images. The motorcycle pair is a stereo pair, so both go.
+HELDOUT_PHOTOS = ("chelsea", "coffee", "motorcycle_left", "motorcycle_right")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+#: Demo images: (output name, photo, crop box (left, top, right, bottom) or None for the centre square).
+DEMO_IMAGES = (
+    ("chelsea.png", "chelsea", None),
+    ("chelsea_face.png", "chelsea", (120, 20, 320, 220)),
+    ("coffee.png", "coffee", None),
+    ("motorcycle.png", "motorcycle_left", None),
+)
+
+
+def skimage_data_dir() -> Path:
+    """The folder holding scikit-image's bundled sample images."""
+    try:
+        import skimage
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "the default training photos come with scikit-image; install the extra: "
+            "pip install 'lightning_redd[train]' (or pass folder=<your images>)"
+        ) from err
+    return Path(skimage.__file__).parent / "data"
+
+
+def _find(folder: Path, stem: str) -> Path:
+    for suffix in IMAGE_SUFFIXES:
+        if (folder / (stem + suffix)).is_file():
+            return folder / (stem + suffix)
+    raise FileNotFoundError(f"no image named {stem!r} ({'|'.join(IMAGE_SUFFIXES)}) in {folder}")
+
+
+def load_rgb(path: str | Path) -> Image.Image:
+    """An image file as 8-bit RGB (gray replicated, alpha composited on white)."""
+    img = Image.open(path)
+    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, img)
+    return img.convert("RGB")
+
+
+def to_tensor(img: Image.Image) -> torch.Tensor:
+    """``(3, H, W)`` uint8 tensor of an RGB image."""
+    return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
+
+
+def pyramid(photo: torch.Tensor, size: int) -> list[torch.Tensor]:
+    """Photo ``(3, H, W)`` uint8 and its successive halvings while the shorter side stays >= ``size``."""
+    levels = [photo]
+    while min(levels[-1].shape[-2:]) >= 2 * size:
+        x = levels[-1][None].float()
+        levels.append(F.avg_pool2d(x, 2).round().to(torch.uint8)[0])
+    return levels
+
+
+def random_patch(levels: Sequence[torch.Tensor], size: int, max_upscale: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One random-scale crop ``(3, size, size)`` in ``[-1, 1]`` from a photo pyramid.
+
+    The crop side ``c`` (in full-resolution pixels) is log-uniform in ``[size / max_upscale, min(H, W)]``;
+    the crop is taken at the coarsest pyramid level where it still spans >= ``size`` pixels,
+    so the resize is cheap.
+    """
+    h, w = levels[0].shape[-2:]
+    lo, hi = math.log(min(size / max_upscale, min(h, w))), math.log(min(h, w))
+    c = math.exp(lo + (hi - lo) * float(torch.rand((), generator=generator)))
+    k = max(0, min(len(levels) - 1, int(math.floor(math.log2(max(c / size, 1.0))))))
+    src = levels[k]
+    side = max(1, min(round(c / 2**k), *src.shape[-2:]))
+    top = int(torch.randint(0, src.shape[-2] - side + 1, (), generator=generator))
+    left = int(torch.randint(0, src.shape[-1] - side + 1, (), generator=generator))
+    crop = src[:, top : top + side, left : left + side][None].float()
+    crop = F.interpolate(crop, size=(size, size), mode="bilinear", antialias=side > size, align_corners=False)[0]
+    if float(torch.rand((), generator=generator)) < 0.5:
+        crop = crop.flip(-1)
+    return (crop / 127.5 - 1.0).clamp(-1.0, 1.0)
+
+
+class RandomPatches(Dataset):
+    """``length`` random patches per epoch; photo ``i`` drawn with probability proportional to ``weights[i]``."""
+
+    def __init__(self, photos: Sequence[torch.Tensor], weights: Sequence[float], *, size: int, max_upscale: float, length: int) -> None:
+        self.levels = [pyramid(p, size) for p in photos]
+        self.weights = torch.tensor(list(weights), dtype=torch.float64)
+        self.size, self.max_upscale, self.length = size, max_upscale, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        i = int(torch.multinomial(self.weights, 1))
+        return random_patch(self.levels[i], self.size, self.max_upscale)
+
+
+def fixed_patches(photos: Sequence[torch.Tensor], *, size: int, max_upscale: float, count: int, seed: int) -> torch.Tensor:
+    """``count`` deterministic patches ``(count, 3, size, size)`` cycling through ``photos``."""
+    g = torch.Generator().manual_seed(seed)
+    levels = [pyramid(p, size) for p in photos]
+    return torch.stack([random_patch(levels[i % len(levels)], size, max_upscale, g) for i in range(count)])
+
+
+class PhotoPatches(L.LightningDataModule):
+    """Random-scale ``image_size`` crops of photos, in ``[-1, 1]``; batches ``(B, 3, S, S)``.
+
+    Args:
+        image_size: patch side ``S``.
+        batch_size: training batch size.
+        num_workers: DataLoader worker processes (patches are cut with cheap tensor ops from
+            photos held in memory; 4-8 workers keep a GPU busy).
+        samples_per_epoch: patches per (virtual) training epoch; validation runs after each.
+        max_upscale: the smallest crop side is ``image_size / max_upscale`` pixels (>= 1).
+        gray_weight: sampling weight of a grayscale photo relative to a colour one.
+        folder: train on the images of this folder instead of scikit-image's photos.
+        val_names: file stems held out for validation; default: ``HELDOUT_PHOTOS`` for the
+            scikit-image photos, the last 10% (sorted by name, at least 1) of a folder.
+        val_samples: number of fixed validation patches.
+        seed: seed of the validation patches.
+    """
+
+    def __init__(
+        self,
+        *,
+        image_size: int = 64,
+        batch_size: int = 128,
+        num_workers: int = 4,
+        samples_per_epoch: int = 64000,
+        max_upscale: float = 1.25,
+        gray_weight: float = 0.5,
+        folder: str | None = None,
+        val_names: list[str] | None = None,
+        val_samples: int = 256,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if image_size < 8 or batch_size < 1 or num_workers < 0 or samples_per_epoch < 1 or val_samples < 1:
+            raise ValueError("need image_size >= 8, batch_size >= 1, num_workers >= 0, samples_per_epoch >= 1, val_samples >= 1")
+        if max_upscale < 1.0 or gray_weight < 0.0:
+            raise ValueError(f"need max_upscale >= 1 and gray_weight >= 0, got {max_upscale}, {gray_weight}")
+        self.save_hyperparameters()
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+
+    def photo_names(self) -> tuple[list[Path], list[Path]]:
+        """(training files, held-out files); disjoint by construction."""
+        if self.hparams.folder is None:
+            root = skimage_data_dir()
+            held = list(self.hparams.val_names or HELDOUT_PHOTOS)
+            train = [n for n in TRAIN_PHOTOS if n not in held]
+            return [_find(root, n) for n in train], [_find(root, n) for n in held]
+        root = Path(self.hparams.folder)
+        files = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if root.is_dir() else []
+        if len(files) < 2:
+            raise FileNotFoundError(f"folder={root} needs at least 2 images ({', '.join(IMAGE_SUFFIXES)}): one to train, one to validate")
+        if self.hparams.val_names:
+            held = [p for p in files if p.stem in set(self.hparams.val_names)]
+        else:
+            held = files[-max(1, round(0.1 * len(files))):]
+        return [p for p in files if p not in held], held
+
+    def describe(self) -> str:
+        """One line naming the training photos (goes into the exported checkpoint's metadata)."""
+        train, held = self.photo_names()
+        source = "scikit-image sample photos" if self.hparams.folder is None else f"folder {self.hparams.folder}"
+        return (f"{source}: train {[p.stem for p in train]}, held out {[p.stem for p in held]}; "
+                f"random-scale {self.hparams.image_size}px crops, hflip, [-1, 1]")
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        train, held = self.photo_names()
+        images = [load_rgb(p) for p in train]
+        photos = [to_tensor(img) for img in images]
+        gray = [bool((t[0] == t[1]).all() and (t[1] == t[2]).all()) for t in photos]
+        weights = [self.hparams.gray_weight if g else 1.0 for g in gray]
+        hp = self.hparams
+        self.train_set = RandomPatches(photos, weights, size=hp.image_size, max_upscale=hp.max_upscale, length=hp.samples_per_epoch)
+        val = fixed_patches([to_tensor(load_rgb(p)) for p in held], size=hp.image_size, max_upscale=hp.max_upscale,
+                            count=hp.val_samples, seed=hp.seed)
+        self.val_set = TensorDataset(val)
+
+    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        workers = self.hparams.num_workers
+        return DataLoader(dataset, batch_size=self.hparams.batch_size, shuffle=shuffle, num_workers=workers,
+                          persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(), drop_last=shuffle)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=False)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)
+
+
+def export_demo(out_dir: str | Path, size: int = 64) -> list[Path]:
+    """Write the deterministic demo PNGs (``DEMO_IMAGES``) of held-out photos into ``out_dir``."""
+    root, out_dir = skimage_data_dir(), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, stem, box in DEMO_IMAGES:
+        if stem not in HELDOUT_PHOTOS:
+            raise AssertionError(f"demo image {name} must come from a held-out photo, not {stem}")
+        img = load_rgb(_find(root, stem))
+        if box is None:
+            w, h = img.size
+            s = min(w, h)
+            box = ((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)
+        img.crop(box).resize((size, size), Image.Resampling.LANCZOS).save(out_dir / name)
+        written.append(out_dir / name)
+    return written
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m lightning_redd.data.photos")
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("export-demo", help="write the held-out demo PNGs")
+    demo.add_argument("out_dir")
+    demo.add_argument("--size", type=int, default=64)
+    args = parser.parse_args(argv)
+    for path in export_demo(args.out_dir, args.size):
+        print(path)
+
+
+if __name__ == "__main__":
+    main()

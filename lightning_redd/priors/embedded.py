@@ -1,0 +1,152 @@
+"""The project's own default prior: a small :class:`UNet` trained on 64x64 RGB photo patches.
+
+One ``.safetensors`` file is self-describing: its tensors are the EMA weights of the network
+and its metadata holds the network's constructor arguments (json) plus a description of the
+training run. The shipped file lives at ``lightning_redd/priors/weights/embedded64.safetensors``
+and is found through :mod:`importlib.resources`, so it works from an installed package.
+"""
+from __future__ import annotations
+
+import importlib.resources
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from lightning_redd.priors.base import DiffusionPrior
+from lightning_redd.priors.networks.unet import UNet
+
+#: File name of the shipped checkpoint inside ``lightning_redd/priors/weights/``.
+DEFAULT_CHECKPOINT_NAME = "embedded64.safetensors"
+#: Metadata key holding the network's constructor arguments (a json object).
+NETWORK_KEY = "lightning_redd.network"
+#: Metadata key holding a json description of the training run (step, dataset, ...).
+TRAINING_KEY = "lightning_redd.training"
+#: Metadata key naming the network class (only ``UNet`` for now).
+ARCH_KEY = "lightning_redd.arch"
+
+_TRAIN_HINT = (
+    "train one with `lightning-redd-train fit --config configs/train_prior.yaml` and copy "
+    "<trainer.default_root_dir>/embedded64.safetensors to {default}, or pass checkpoint=<path to a .safetensors file>"
+)
+
+
+def default_checkpoint_path() -> Path:
+    """Where the shipped checkpoint lives inside the installed package (it may not exist yet)."""
+    return Path(str(importlib.resources.files("lightning_redd.priors") / "weights" / DEFAULT_CHECKPOINT_NAME))
+
+
+def save_network(network: UNet, path: str | Path, training: dict[str, Any] | None = None) -> Path:
+    """Write ``network``'s weights (float32, contiguous) and its config as metadata to ``path``.
+
+    Args:
+        network: the :class:`UNet` to store (pass the EMA copy when exporting a training run).
+        path: destination ``.safetensors`` file; parent folders are created.
+        training: json-serialisable description of the run (step, dataset, ...).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in network.state_dict().items()}
+    metadata = {
+        "format": "pt",
+        ARCH_KEY: type(network).__name__,
+        NETWORK_KEY: json.dumps(network.config, sort_keys=True),
+        TRAINING_KEY: json.dumps(training or {}, sort_keys=True, default=str),
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    tmp.chmod(0o644)
+    tmp.replace(path)
+    return path
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The decoded metadata of a checkpoint: ``{"arch", "network", "training"}``."""
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if NETWORK_KEY not in meta:
+        raise ValueError(
+            f"{path} has no {NETWORK_KEY!r} metadata, so it was not written by lightning_redd's "
+            "save_network; export it with lightning_redd.priors.embedded.save_network"
+        )
+    return {
+        "arch": meta.get(ARCH_KEY, "UNet"),
+        "network": json.loads(meta[NETWORK_KEY]),
+        "training": json.loads(meta.get(TRAINING_KEY, "{}")),
+    }
+
+
+def load_network(path: str | Path) -> UNet:
+    """Rebuild the :class:`UNet` described by ``path``'s metadata and load its weights (strict)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no embedded prior checkpoint at {path}; " + _TRAIN_HINT.format(default=default_checkpoint_path()))
+    meta = read_metadata(path)
+    if meta["arch"] != "UNet":
+        raise ValueError(f"{path} stores a {meta['arch']!r} network; allowed: 'UNet'")
+    cfg = dict(meta["network"])
+    for key in ("channel_mult", "attention_resolutions"):
+        cfg[key] = tuple(cfg[key])
+    network = UNet(**cfg)
+    state = {}
+    with safe_open(str(path), framework="pt") as f:
+        for key in f.keys():
+            state[key] = f.get_tensor(key)
+    network.load_state_dict(state, strict=True)
+    return network
+
+
+class EmbeddedPrior(DiffusionPrior):
+    """The shipped 64x64 RGB eps-prediction prior (or any checkpoint written by :func:`save_network`).
+
+    Inputs ``x_t`` ``(B, 3, 64, 64)`` on the spec's linear schedule (``x0`` in ``[-1, 1]``);
+    the network is frozen and always in eval mode.
+
+    Args:
+        checkpoint: path to a ``.safetensors`` file; ``None``: the one shipped in the package
+            (``lightning_redd/priors/weights/embedded64.safetensors``).
+        channels_last: run the network in channels-last memory format (faster convolutions
+            on CPU and on tensor-core GPUs).
+    """
+
+    def __init__(self, *, checkpoint: str | None = None, channels_last: bool = False) -> None:
+        path = default_checkpoint_path() if checkpoint is None else Path(checkpoint)
+        network = load_network(path)
+        self._setup(network, channels_last)
+        self.checkpoint = str(path)
+        self.metadata = read_metadata(path)
+
+    @classmethod
+    def from_network(cls, network: UNet, *, channels_last: bool = False) -> "EmbeddedPrior":
+        """Wrap an in-memory :class:`UNet` (e.g. a freshly trained or random one) without a file."""
+        prior = cls.__new__(cls)
+        prior._setup(network, channels_last)
+        prior.checkpoint = None
+        prior.metadata = {"arch": type(network).__name__, "network": dict(network.config), "training": {}}
+        return prior
+
+    def _setup(self, network: UNet, channels_last: bool) -> None:
+        cfg = network.config
+        DiffusionPrior.__init__(self, channels=cfg["in_channels"], image_size=cfg["image_size"])
+        self.channels_last = bool(channels_last)
+        network.requires_grad_(False)
+        network.eval()
+        if self.channels_last:
+            network = network.to(memory_format=torch.channels_last)
+        self.network = network
+
+    def train(self, mode: bool = True) -> "EmbeddedPrior":
+        """Keep the frozen network in eval mode whatever the parent module does."""
+        super().train(mode)
+        self.network.eval()
+        return self
+
+    def predict_eps(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """``eps_hat`` ``(B, C, S, S)`` for ``x_t`` ``(B, C, S, S)`` and integer times ``t`` ``(B,)``."""
+        x = x_t.to(next(self.network.parameters()).dtype)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.network(x, t)
