@@ -39,3 +39,39 @@ def test_red_diff_solves_every_operator(name, prior, images):
     out = solver.estimate(state)
     assert out.shape == images.shape and torch.isfinite(out).all()
     assert not torch.equal(out, start)
+
+
+def _tiny_adm():
+    from lightning_redd.priors.adm import ADMPrior
+
+    return ADMPrior(image_size=16, num_channels=32, num_res_blocks=1, channel_mult="1,2", attention_resolutions="8",
+                    num_head_channels=16, learn_sigma=True, use_scale_shift_norm=True, resblock_updown=True,
+                    allow_random_init=True)
+
+
+def _tiny_diffusers(tmp_path):
+    diffusers = pytest.importorskip("diffusers")
+    from lightning_redd.priors.diffusers_prior import DiffusersPrior
+
+    torch.manual_seed(0)
+    unet = diffusers.UNet2DModel(
+        sample_size=16, in_channels=3, out_channels=3, block_out_channels=(16, 32), layers_per_block=1,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        norm_num_groups=8, attention_head_dim=8,
+    )
+    unet.save_pretrained(tmp_path)
+    diffusers.DDPMScheduler(num_train_timesteps=1000).save_pretrained(tmp_path)
+    return DiffusersPrior(path=str(tmp_path))
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "adm", "diffusers"])
+def test_red_diff_runs_with_each_prior_type(kind, tmp_path):
+    from lightning_redd.priors.gaussian import GaussianPrior
+
+    prior = {"gaussian": GaussianPrior, "adm": _tiny_adm, "diffusers": lambda: _tiny_diffusers(tmp_path)}[kind]()
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    op = build_operator("inpainting_box").bind([1, 2], (3, 16, 16))
+    y = op.measure(x, seeding.generators(0, [0, 1], "noise"))
+    out = RedDiff(num_steps=4).solve(y, op, prior, seeding.generators(0, [0, 1], "solver"))
+    assert out.shape == x.shape and torch.isfinite(out).all()
+    assert not torch.equal(out, op.pinv(y))
