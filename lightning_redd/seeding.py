@@ -37,6 +37,11 @@ def generators(seed: int, indices: Sequence[int], stream: str) -> list[torch.Gen
     return [generator(seed, int(i), stream) for i in indices]
 
 
+def _draw(fn, shape, gens, device, dtype) -> torch.Tensor:
+    out = torch.stack([fn(tuple(shape), generator=g, dtype=dtype) for g in gens])
+    return out.to(device) if device is not None else out
+
+
 def randn(
     shape: Sequence[int],
     gens: Sequence[torch.Generator],
@@ -45,8 +50,7 @@ def randn(
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """Standard normal draws of ``(len(gens), *shape)``, image ``i`` from ``gens[i]``."""
-    out = torch.stack([torch.randn(tuple(shape), generator=g, dtype=dtype) for g in gens])
-    return out.to(device) if device is not None else out
+    return _draw(torch.randn, shape, gens, device, dtype)
 
 
 def rand(
@@ -57,5 +61,4 @@ def rand(
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """Uniform [0, 1) draws of ``(len(gens), *shape)``, image ``i`` from ``gens[i]``."""
-    out = torch.stack([torch.rand(tuple(shape), generator=g, dtype=dtype) for g in gens])
-    return out.to(device) if device is not None else out
+    return _draw(torch.rand, shape, gens, device, dtype)

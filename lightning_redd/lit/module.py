@@ -163,6 +163,16 @@ class RestorationModule(L.LightningModule):
             self.emitted = self.result(batch, estimate, self._state.x_init, y)
             self._state, self._batch = None, None
 
+    def iterate_bar(self, batch_idx: int):
+        """A progress bar over one batch's iterates when the Trainer shows progress bars
+        (Lightning's own predict bar only counts batches)."""
+        callback = self.trainer.progress_bar_callback if self._trainer is not None else None
+        if callback is None or not getattr(callback, "is_enabled", False) or self.trainer.global_rank != 0:
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=self.num_iterates, desc=f"RED-diff iterates (batch {batch_idx})", leave=False, dynamic_ncols=True)
+
     # ------------------------------------------------------------------ predict: the whole solve
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
         # predict runs under inference mode by default; the Adam step on mu needs autograd.
@@ -170,15 +180,22 @@ class RestorationModule(L.LightningModule):
             batch = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in batch.items()}
             op, y = self.measure(batch)
             state_box: dict = {}
+            bar = self.iterate_bar(batch_idx)
 
             def callback(k: int, state: Any, stats: dict) -> None:
                 state_box["state"] = state
+                if bar is not None:
+                    bar.update(1)
                 last = k == self.num_iterates - 1
                 if self.logger is not None and (last or (self.log_every and (k + 1) % self.log_every == 0)):
                     logged = self.stats_to_log(stats, self.solver.estimate(state), batch)
                     self.logger.log_metrics({f"predict/{n}": v for n, v in logged.items()},
                                             step=batch_idx * self.num_iterates + k)
 
-            x_hat = self.solver.solve(y, op, self.prior, self.solver_generators(batch), callback=callback)
+            try:
+                x_hat = self.solver.solve(y, op, self.prior, self.solver_generators(batch), callback=callback)
+            finally:
+                if bar is not None:
+                    bar.close()
             x_init = state_box["state"].x_init if state_box else op.pinv(y)
         return self.result(batch, x_hat, x_init, y)

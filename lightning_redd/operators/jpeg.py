@@ -17,9 +17,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from lightning_redd.operators.base import ForwardOperator
-from lightning_redd.operators.common import check_input, check_y, like
-from lightning_redd.operators.quantization import Surrogate, check_surrogate, round_surrogate
+from lightning_redd.operators.common import like
+from lightning_redd.operators.quantization import RoundingOperator, Surrogate, check_surrogate, round_surrogate
 
 LUMA_TABLE = [
     16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55,
@@ -50,7 +49,7 @@ def dct_matrix(n: int = 8) -> torch.Tensor:
     return d
 
 
-class JPEG(ForwardOperator):
+class JPEG(RoundingOperator):
     """JPEG at ``quality`` in [1, 100] of RGB ``(B, 3, H, W)`` images, H and W multiples of 16
     (8 without ``chroma_subsampling``)."""
 
@@ -94,7 +93,7 @@ class JPEG(ForwardOperator):
         out = (d.T @ coef @ d).transpose(2, 3).reshape(b, h, w)
         return out + 128
 
-    def compress(self, x: torch.Tensor, surrogate: str | None) -> torch.Tensor:
+    def transform(self, x: torch.Tensor, surrogate: str | None) -> torch.Tensor:
         """Decoded JPEG of ``x`` (``(B, 3, H, W)`` in ``[-1, 1]``); exact rounding if ``surrogate`` is None."""
         m = like(self.rgb2ycc, x)
         ycc = torch.einsum("ij,bjhw->bihw", m, (x + 1) * 127.5)
@@ -109,18 +108,3 @@ class JPEG(ForwardOperator):
         rgb = torch.einsum("ij,bjhw->bihw", torch.linalg.inv(m), torch.cat([y[:, None], chroma], dim=1))
         return rgb.clamp(0, 255) / 127.5 - 1
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Surrogate JPEG (for the solve): ``(B, 3, H, W)`` -> ``(B, 3, H, W)``."""
-        check_input(self, x)
-        return self.compress(x, self.surrogate)
-
-    def measure_clean(self, x: torch.Tensor) -> torch.Tensor:
-        """Exact JPEG (for measuring)."""
-        check_input(self, x)
-        return self.compress(x, None)
-
-    def pinv(self, y: torch.Tensor) -> torch.Tensor:
-        """The decoded image itself."""
-        check_y(self, y)
-        check_input(self, y)
-        return y.clone()

@@ -36,7 +36,34 @@ def round_surrogate(u: torch.Tensor, surrogate: str | None) -> torch.Tensor:
     raise ValueError(f"unknown surrogate {surrogate!r}; allowed: 'straight_through', 'smooth'")
 
 
-class Quantization(ForwardOperator):
+class RoundingOperator(ForwardOperator):
+    """An operator built on rounding: ``forward`` (the solve) uses the differentiable
+    ``self.surrogate``, ``measure`` the exact rounding, and ``pinv`` is ``y`` itself.
+    Subclasses implement ``transform(x, surrogate)`` (``surrogate=None``: exact)."""
+
+    surrogate: str
+
+    def transform(self, x: torch.Tensor, surrogate: str | None) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Surrogate rounding (for the solve)."""
+        check_input(self, x)
+        return self.transform(x, self.surrogate)
+
+    def measure_clean(self, x: torch.Tensor) -> torch.Tensor:
+        """Exact rounding (for measuring)."""
+        check_input(self, x)
+        return self.transform(x, None)
+
+    def pinv(self, y: torch.Tensor) -> torch.Tensor:
+        """The rounded image itself."""
+        check_y(self, y)
+        check_input(self, y)
+        return y.clone()
+
+
+class Quantization(RoundingOperator):
     """``bits``-bit quantisation of ``(B, C, H, W)`` images in ``[-1, 1]`` (``y`` same shape)."""
 
     def __init__(self, *, bits: int = 3, surrogate: Surrogate = "straight_through", sigma_y: float = 0.0, channels: int = 3) -> None:
@@ -46,23 +73,8 @@ class Quantization(ForwardOperator):
         check_surrogate(surrogate)
         self.bits, self.surrogate = int(bits), surrogate
 
-    def quantize(self, x: torch.Tensor, surrogate: str | None) -> torch.Tensor:
+    def transform(self, x: torch.Tensor, surrogate: str | None) -> torch.Tensor:
         levels = 2**self.bits - 1
         u = ((x + 1) / 2).clamp(0, 1) * levels
         return round_surrogate(u, surrogate) / levels * 2 - 1
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Surrogate quantisation (for the solve)."""
-        check_input(self, x)
-        return self.quantize(x, self.surrogate)
-
-    def measure_clean(self, x: torch.Tensor) -> torch.Tensor:
-        """Exact quantisation (for measuring)."""
-        check_input(self, x)
-        return self.quantize(x, None)
-
-    def pinv(self, y: torch.Tensor) -> torch.Tensor:
-        """The quantised image itself."""
-        check_y(self, y)
-        check_input(self, y)
-        return y.clone()
