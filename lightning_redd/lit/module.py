@@ -133,10 +133,12 @@ class RestorationModule(L.LightningModule):
             "x": batch["x"].detach().float().cpu() if "x" in batch else None,
         }
 
-    def stats_to_log(self, stats: dict[str, torch.Tensor], estimate: torch.Tensor, batch: dict) -> dict[str, float]:
-        out = {k: float(v.float().mean()) for k, v in stats.items() if k != "t"}
+    def stats_to_log(self, stats: dict[str, torch.Tensor], estimate: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
+        """Batch means of the solver's statistics and the PSNR against ``x`` (0-dim tensors,
+        left on the device: no synchronisation per iterate)."""
+        out = {k: v.float().mean() for k, v in stats.items() if k != "t"}
         if "x" in batch:
-            out["psnr"] = float(psnr(estimate, batch["x"].float()).mean())
+            out["psnr"] = psnr(estimate, batch["x"].float()).mean().float()
         return out
 
     # ------------------------------------------------------------------ fit: one iterate per step
@@ -189,7 +191,7 @@ class RestorationModule(L.LightningModule):
                 last = k == self.num_iterates - 1
                 if self.logger is not None and (last or (self.log_every and (k + 1) % self.log_every == 0)):
                     logged = self.stats_to_log(stats, self.solver.estimate(state), batch)
-                    self.logger.log_metrics({f"predict/{n}": v for n, v in logged.items()},
+                    self.logger.log_metrics({f"predict/{n}": float(v) for n, v in logged.items()},
                                             step=batch_idx * self.num_iterates + k)
 
             try:
