@@ -8,25 +8,28 @@ Moore-Penrose pseudo-inverse of the operator with those (near-)zero singular val
 ``A(pinv(A x)) = A x`` up to ``pinv_rtol * max|G|`` times the energy of the dropped frequencies.
 Raise ``pinv_rtol`` (e.g. 3e-2) for a less noise-amplifying initial guess from noisy ``y``.
 
-Even kernels (Gaussian, uniform) have a real transfer function; the orthonormal 2-D Hartley
-transform diagonalises them, giving a real factored SVD without dense matrices.
+Every circular blur is an :class:`SVDOperator` without dense matrices: in the real orthonormal
+Fourier basis (:func:`fft_conv.real_fourier`) the correlation acts on each (cos, sin) pair of a
+frequency ``f`` as ``|G(f)|`` times a rotation by ``arg G(f)`` (a sign at the real-only DC and
+Nyquist frequencies), so ``V`` = that basis, ``U = V R(arg G)`` and ``s = |G|`` (per image for
+per-image kernels). Even kernels (Gaussian, uniform) are the special case ``arg G in {0, pi}``.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Optional, Union
+from typing import ClassVar, Optional, Union
 
 import torch
 
 from lightning_redd.operators import fft_conv, kernels
-from lightning_redd.operators.base import LinearOperator, SVDOperator
+from lightning_redd.operators.base import SVDOperator
 from lightning_redd.operators.common import (
     bound_copy,
     check_bound_batch,
     check_input,
     check_seeds,
     check_y,
-    dht2,
+    like,
     not_bound_error,
     safe_reciprocal,
 )
@@ -37,9 +40,19 @@ def _check_rtol(pinv_rtol: float) -> None:
         raise ValueError(f"pinv_rtol must be in [0, 1) (relative singular-value cut-off), got {pinv_rtol}")
 
 
-class CircularBlur(LinearOperator):
-    """Shared FFT machinery. Subclasses set the ``kernel`` buffer ``(K, 1, k, k)``, ``K`` 1
-    (shared) or B (one per image, drawn in ``bind``)."""
+class CircularBlur(SVDOperator):
+    """Shared FFT machinery and the real Fourier SVD. Subclasses set the ``kernel`` buffer
+    ``(K, 1, k, k)``, ``K`` 1 (shared) or B (one per image, drawn in ``bind``, with
+    ``per_image_kernel = True``).
+
+    SVD (after ``bind``; flattened ``(B, C*H*W)`` tensors, M = N): ``Vt`` gives each channel's
+    real-Fourier coordinates (:func:`fft_conv.real_fourier`, flattened in ``(C, H, W)`` order),
+    ``singulars()`` the matching ``|G|`` (not sorted): ``(N,)`` for a shared kernel, ``(B, N)``
+    for per-image kernels.
+    """
+
+    #: ``True`` when ``kernel`` holds one kernel per image (``singulars()`` is then ``(B, N)``).
+    per_image_kernel: ClassVar[bool] = False
 
     def __init__(self, *, pinv_rtol: float = 1e-3, sigma_y: float = 0.0, channels: int = 3) -> None:
         super().__init__(sigma_y=sigma_y, channels=channels)
@@ -87,52 +100,68 @@ class CircularBlur(LinearOperator):
         check_input(self, y)
         return fft_conv.pinv(y, self.transfer(y), 1, self.pinv_rtol)
 
-
-class _EvenKernelSVD(CircularBlur, SVDOperator):
-    """Real SVD of a circular correlation with an even kernel: ``V = H`` (2-D Hartley),
-    ``s = |G|``, ``U = H diag(sign G)``. Spectral coordinates are ``(C, H, W)`` flattened."""
-
     def bind(self, seeds, shape, names=None, device=None):
         self.check_shape(shape)
-        return bound_copy(self, shape, device)
+        return bound_copy(self, shape, device)._with_svd()
 
+    def _with_svd(self) -> CircularBlur:
+        """Register the SVD buffers of a bound copy: ``svd_abs`` ``|G|`` and ``svd_cos``/``svd_sin``
+        the phase of ``G`` (``(K, 1, H, W // 2 + 1)``, float64, computed in float64 on the CPU so
+        that ``U`` is the same in any dtype and on any device, see :func:`fft_conv.phase`)."""
+        h, w = self.image_shape[1:]
+        k = self.kernel.detach().to("cpu", torch.float64)
+        g = fft_conv.rtransfer(k, h, w, (k.shape[-2] // 2, k.shape[-1] // 2))
+        ph = fft_conv.phase(g, w)
+        dev = self.kernel.device
+        for name, t in (("svd_abs", g.abs()), ("svd_cos", ph.real), ("svd_sin", ph.imag)):
+            self.register_buffer(name, t.contiguous().to(dev), persistent=False)
+        return self
+
+    # ------------------------------------------------------------------ SVD
     def _spec(self, z: torch.Tensor) -> torch.Tensor:
-        if self.image_shape is None:
+        if self.image_shape is None or self.kernel is None or getattr(self, "svd_abs", None) is None:
             raise not_bound_error(self)
         n = self.image_shape[0] * self.image_shape[1] * self.image_shape[2]
         if z.ndim != 2 or z.shape[1] != n:
             raise ValueError(f"{type(self).__name__} SVD maps act on flattened (B, {n}) tensors, got {tuple(z.shape)}")
-        return z.view(z.shape[0], *self.image_shape)
+        check_bound_batch(self, self.kernel.shape[0], z)
+        return z.reshape(z.shape[0], *self.image_shape)
 
-    def _real_transfer(self, t: torch.Tensor) -> torch.Tensor:
-        return self.transfer(t.new_zeros(1, *self.image_shape)).real
+    def _phase(self, t: torch.Tensor) -> torch.Tensor:
+        """``G / |G|`` (``(K, 1, H, W // 2 + 1)``, complex) for data ``t``'s dtype and device."""
+        return torch.complex(like(self.svd_cos, t), like(self.svd_sin, t))
 
     def Vt(self, x: torch.Tensor) -> torch.Tensor:
-        return dht2(self._spec(x)).flatten(1)
+        return fft_conv.real_fourier(self._spec(x)).flatten(1)
 
-    V = Vt
+    def V(self, z: torch.Tensor) -> torch.Tensor:
+        return fft_conv.inverse_real_fourier(self._spec(z)).flatten(1)
 
     def Ut(self, y: torch.Tensor) -> torch.Tensor:
-        g = self._real_transfer(y)
-        return (dht2(self._spec(y)) * torch.where(g < 0, -1.0, 1.0).to(y.dtype)).flatten(1)
+        y = self._spec(y)
+        f = torch.fft.rfft2(y, norm="ortho") * self._phase(y).conj()
+        return fft_conv.pack_spectrum(f, y.shape[-1]).flatten(1)
 
     def U(self, z: torch.Tensor) -> torch.Tensor:
-        g = self._real_transfer(z)
-        return dht2(self._spec(z) * torch.where(g < 0, -1.0, 1.0).to(z.dtype)).flatten(1)
+        z = self._spec(z)
+        f = fft_conv.real_fourier_spectrum(z) * self._phase(z)
+        return torch.fft.irfft2(f, s=z.shape[-2:], norm="ortho").flatten(1)
 
     def singulars(self) -> torch.Tensor:
-        """``(C*H*W,)`` singular values ``|G|`` (not sorted)."""
-        if self.image_shape is None or self.kernel is None:
+        """Singular values ``|G|`` aligned with ``Vt`` (not sorted), in the kernel's dtype:
+        ``(C*H*W,)`` for a shared kernel, ``(B, C*H*W)`` for per-image kernels."""
+        if self.image_shape is None or getattr(self, "svd_abs", None) is None:
             raise not_bound_error(self)
-        g = self._real_transfer(self.kernel.new_zeros(1))
-        return g.abs().expand(-1, self.image_shape[0], -1, -1).flatten()
+        g = self.svd_abs.to(self.kernel.dtype)
+        s = fft_conv.real_fourier_values(g, self.image_shape[2]).expand(-1, self.image_shape[0], -1, -1).flatten(1)
+        return s if self.per_image_kernel else s[0]
 
     def svd_pinv_scale(self) -> torch.Tensor:
         """``1 / s`` with the same cut-off as :meth:`pinv` (for DDRM-style solvers)."""
         return safe_reciprocal(self.singulars(), self.pinv_rtol)
 
 
-class GaussianBlur(_EvenKernelSVD):
+class GaussianBlur(CircularBlur):
     """Gaussian deblurring, isotropic (``sigma`` a float) or anisotropic (``sigma = (s0, s1)``
     pixels along axes rotated by ``angle`` degrees). Paper setting: 61x61, sigma 3.0."""
 
@@ -154,7 +183,7 @@ class GaussianBlur(_EvenKernelSVD):
         self.kernel = kernels.gaussian_kernel(kernel_size, s, angle).float()[None, None]
 
 
-class UniformBlur(_EvenKernelSVD):
+class UniformBlur(CircularBlur):
     """Uniform (box) deblurring with a ``kernel_size x kernel_size`` average (DDRM: 9x9)."""
 
     def __init__(self, *, kernel_size: int = 9, pinv_rtol: float = 1e-3, sigma_y: float = 0.0, channels: int = 3) -> None:
@@ -164,7 +193,11 @@ class UniformBlur(_EvenKernelSVD):
 
 class MotionBlur(CircularBlur):
     """Motion deblurring with a random camera-shake kernel per image, drawn in ``bind`` from
-    the image's seed (:func:`kernels.motion_kernel`). Paper setting: 61x61, intensity 0.5."""
+    the image's seed (:func:`kernels.motion_kernel`). Paper setting: 61x61, intensity 0.5.
+    The kernels are not symmetric: ``U`` rotates each frequency pair by the phase of ``G``;
+    ``singulars()`` is ``(B, C*H*W)``, one row per image."""
+
+    per_image_kernel: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -195,4 +228,4 @@ class MotionBlur(CircularBlur):
         ks = [kernels.motion_kernel(self.kernel_size, self.intensity, torch.Generator().manual_seed(int(s))) for s in seeds]
         out = bound_copy(self, shape, device)
         out.register_buffer("kernel", torch.stack(ks)[:, None].float().to(device), persistent=False)
-        return out
+        return out._with_svd()

@@ -69,16 +69,6 @@ def like(buf: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return buf.to(device=t.device, dtype=t.dtype)
 
 
-def dht2(x: torch.Tensor) -> torch.Tensor:
-    """Orthonormal 2-D discrete Hartley transform over the last two dims (self-inverse).
-
-    ``H(x) = Re(F x) - Im(F x)`` with the unitary DFT ``F``; real, orthogonal and
-    diagonalising every circular correlation whose kernel is even (``k(-u, -v) = k(u, v)``).
-    """
-    f = torch.fft.fft2(x, norm="ortho")
-    return f.real - f.imag
-
-
 def dht1(x: torch.Tensor) -> torch.Tensor:
     """Orthonormal 1-D discrete Hartley transform over the last dim (self-inverse)."""
     f = torch.fft.fft(x, norm="ortho")
