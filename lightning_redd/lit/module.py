@@ -25,7 +25,7 @@ from lightning_redd import seeding
 from lightning_redd.metrics import psnr
 from lightning_redd.operators.base import ForwardOperator
 from lightning_redd.priors.base import DiffusionPrior
-from lightning_redd.solvers.base import Solver
+from lightning_redd.solvers.base import Solver, SolverState
 
 AUTOCAST_DTYPES = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16, "32-true": None, "32": None, "64-true": None}
 
@@ -173,7 +173,7 @@ class RestorationModule(L.LightningModule):
             return None
         from tqdm.auto import tqdm
 
-        return tqdm(total=self.num_iterates, desc=f"RED-diff iterates (batch {batch_idx})", leave=False, dynamic_ncols=True)
+        return tqdm(total=self.num_iterates, desc=f"{self.solver.label} iterates (batch {batch_idx})", leave=False, dynamic_ncols=True)
 
     # ------------------------------------------------------------------ predict: the whole solve
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
@@ -181,11 +181,9 @@ class RestorationModule(L.LightningModule):
         with torch.inference_mode(False), torch.enable_grad(), self.solver_context(batch["x"].device):
             batch = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in batch.items()}
             op, y = self.measure(batch)
-            state_box: dict = {}
             bar = self.iterate_bar(batch_idx)
 
-            def callback(k: int, state: Any, stats: dict) -> None:
-                state_box["state"] = state
+            def callback(k: int, state: SolverState, stats: dict) -> None:
                 if bar is not None:
                     bar.update(1)
                 last = k == self.num_iterates - 1
@@ -195,9 +193,9 @@ class RestorationModule(L.LightningModule):
                                             step=batch_idx * self.num_iterates + k)
 
             try:
-                x_hat = self.solver.solve(y, op, self.prior, self.solver_generators(batch), callback=callback)
+                state = self.solver.run(y, op, self.prior, self.solver_generators(batch), callback=callback)
             finally:
                 if bar is not None:
                     bar.close()
-            x_init = state_box["state"].x_init if state_box else op.pinv(y)
+            x_hat, x_init = self.solver.estimate(state), state.x_init
         return self.result(batch, x_hat, x_init, y)

@@ -25,6 +25,7 @@ from lightning_redd.priors import schedules
 from lightning_redd.priors.base import DiffusionPrior
 from lightning_redd.priors.embedded import DEFAULT_CHECKPOINT_NAME, EmbeddedPrior, save_network
 from lightning_redd.priors.networks.unet import UNet, count_parameters
+from lightning_redd.solvers import grids
 
 
 @torch.no_grad()
@@ -53,7 +54,7 @@ def ddim_sample(
     abar = prior.alphas_cumprod.to(device, torch.float64)
     shape = (num_images, prior.channels, size, size)
     x = torch.randn(shape, generator=generator).to(device)
-    times = schedules.timestep_grid(steps, prior.num_timesteps).flip(0).tolist()
+    times = grids.timestep_grid(steps, prior.num_timesteps).flip(0).tolist()
     for i, t in enumerate(times):
         a = abar[t]
         a_prev = abar[times[i + 1]] if i + 1 < len(times) else torch.ones((), dtype=torch.float64, device=device)

@@ -18,7 +18,7 @@ batch size or batch mates. For a single image this is the reference's loss.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -26,33 +26,26 @@ import torch
 from lightning_redd import seeding
 from lightning_redd.operators.base import ForwardOperator, check_finite
 from lightning_redd.priors.base import DiffusionPrior
-from lightning_redd.priors.schedules import ORDERS, ordered_grid
-from lightning_redd.solvers.base import Solver
+from lightning_redd.solvers.base import Solver, SolverState
+from lightning_redd.solvers.grids import ORDERS, ordered_grid
 from lightning_redd.solvers.weighting import WEIGHTINGS, Weighting, red_diff_weight
 
 INITS = ("pinv", "zeros", "random")
 
 
 @dataclass
-class RedDiffState:
-    """Per-batch state of a RED-diff solve.
+class RedDiffState(SolverState):
+    """Per-batch state of a RED-diff solve (adds to :class:`SolverState`).
 
     Attributes:
         mu: ``(B, C, H, W)`` float32 leaf tensor, the variational mean (the restored image).
         optimizer: Adam over ``[mu]``.
         times: ``(B, S, K)`` long (CPU), the time(s) each iterate visits, per image.
-        gens: one CPU generator per image (solver stream).
-        x_init: ``(B, C, H, W)`` the starting estimate (for reporting).
-        k: iterates done so far.
     """
 
-    mu: torch.Tensor
-    optimizer: torch.optim.Optimizer
-    times: torch.Tensor
-    gens: list[torch.Generator]
-    x_init: torch.Tensor
-    k: int = 0
-    extras: dict = field(default_factory=dict)
+    mu: torch.Tensor = None  # type: ignore[assignment]
+    optimizer: torch.optim.Optimizer = None  # type: ignore[assignment]
+    times: torch.Tensor = None  # type: ignore[assignment]
 
     @property
     def done(self) -> bool:
@@ -63,8 +56,10 @@ class RedDiff(Solver):
     """RED-diff with the paper's options.
 
     Args:
-        num_steps: Adam iterates ``S``; the time grid has ``S * parallel`` points
-            ``range(0, T, T // (S * parallel))`` (spec: S = 1000 for the paper's tables).
+        num_steps: Adam iterates ``S``; the time grid has ``S * parallel`` points spanning
+            ``[0, T)`` (:func:`~lightning_redd.solvers.grids.timestep_grid`: the reference's
+            ``range(0, T, T // n)`` whenever ``n`` divides ``T``; spec: S = 1000 for the
+            paper's tables).
         lr: Adam learning rate (reference scripts: 0.25 inpainting, 0.5 other tasks).
         lam: regulariser weight ``lambda`` (reference: 0.25).
         obs_weight: data-term weight (reference: 1).
@@ -79,6 +74,8 @@ class RedDiff(Solver):
         parallel: ``K >= 1`` times per iterate evaluated in one batched denoiser call; their
             regulariser gradients are averaged (each with its own weight ``w_t``).
     """
+
+    label = "RED-diff"
 
     def __init__(
         self,
@@ -156,7 +153,7 @@ class RedDiff(Solver):
         x_init = self.initial_estimate(y, op, gens).detach()
         mu = x_init.clone().requires_grad_(True)
         optimizer = torch.optim.Adam([mu], lr=self.lr, betas=self.adam_betas, weight_decay=0.0)
-        return RedDiffState(mu=mu, optimizer=optimizer, times=times, gens=list(gens), x_init=x_init)
+        return RedDiffState(x_init=x_init, gens=list(gens), mu=mu, optimizer=optimizer, times=times)
 
     # ------------------------------------------------------------------ iterate
     def regulariser_grad(self, state: RedDiffState, x0: torch.Tensor, prior: DiffusionPrior) -> torch.Tensor:
@@ -196,8 +193,11 @@ class RedDiff(Solver):
             state.optimizer.zero_grad(set_to_none=True)
             loss.sum().backward()
         state.optimizer.step()
+        with torch.no_grad():
+            mu.copy_(self.freeze_diverged(state, mu))
         t_first = state.times[:, state.k, 0]
         state.k += 1
+        state.nfe += self.parallel
         return {"loss": loss.detach(), "loss_obs": loss_obs.detach(), "loss_reg": loss_reg.detach(), "t": t_first}
 
     def estimate(self, state: RedDiffState) -> torch.Tensor:

@@ -7,7 +7,7 @@ from helpers import ConvPrior, MaskOperator, MatrixOperator
 
 from lightning_redd import seeding
 from lightning_redd.priors.gaussian import GaussianPrior
-from lightning_redd.priors.schedules import timestep_grid
+from lightning_redd.solvers.grids import timestep_grid
 from lightning_redd.solvers.red_diff import RedDiff
 from lightning_redd.solvers.weighting import WEIGHTINGS, red_diff_weight, snr_inv
 
@@ -195,9 +195,12 @@ def test_result_does_not_depend_on_batch_size_or_mates(options):
     solver = RedDiff(num_steps=12, lr=0.2, **options)
     together = solver.solve(y, op, prior, gens([0, 1, 2, 3]))
     alone = torch.cat([solver.solve(y[i : i + 1], op, prior, gens([i])) for i in range(4)])
-    assert (together - alone).abs().max() <= 1e-5
+    # Bound: a batched conv differs from per-image convs by ~1e-7 (CPU kernels), and Adam's
+    # normalised step amplifies that near zero gradients: measured up to 1.9e-5 over 3 seeds
+    # x 3 step counts. A real dependence on batch mates moves results by > 1e-2.
+    assert (together - alone).abs().max() <= 1e-4
     shuffled = solver.solve(y[[2, 0]], op, prior, gens([2, 0]))
-    assert (shuffled - together[[2, 0]]).abs().max() <= 1e-5
+    assert (shuffled - together[[2, 0]]).abs().max() <= 1e-4
 
 
 def test_solve_is_init_plus_steps_and_reproducible():
