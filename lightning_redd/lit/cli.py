@@ -1,44 +1,177 @@
 """The ``lightning-redd`` command: a LightningCLI over :class:`RestorationModule` and
 :class:`ImageFolderData`.
 
-    lightning-redd fit --config configs/demo.yaml       # one RED-diff iterate per training step
+    lightning-redd fit --config configs/demo.yaml       # one solver iterate per training step
     lightning-redd predict --config configs/demo.yaml   # the whole solve inside predict_step
 
 Several ``--config`` files merge left to right (e.g. a full config, then a task fragment from
 ``configs/task/``); any value can be overridden on the command line.
+
+What the CLI adds to Lightning's:
+
+* the output folder is the run's: ``data.output_dir`` follows ``trainer.default_root_dir``,
+  logs go to ``<default_root_dir>/logs`` unless a logger is configured, re-running the same
+  command resumes (finished images are skipped), and a run with other deciding settings in
+  the same folder is refused (:mod:`lightning_redd.lit.run_config`; ``--overwrite true``
+  replaces it);
+* several processes (``--trainer.devices N``, ``--trainer.num_nodes M``, ``srun``) use
+  :class:`~lightning_redd.lit.strategy.ImageShardingStrategy` (Lightning's DDP names map to it);
+* errors in the user's inputs print as one message, without a traceback (set
+  ``LIGHTNING_REDD_TRACEBACK=1`` to see it); exit status 2 for such errors, 3 when an image
+  diverged, 0 when a SLURM requeue stopped the run.
 """
 from __future__ import annotations
 
-from lightning.pytorch.cli import LightningCLI
+import os
+import sys
+import traceback
+from pathlib import Path
+
+import torch
+from jsonargparse import Namespace
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from lightning_redd.data.folder import ImageFolderData
+from lightning_redd.data.outputs import RunFolder
+from lightning_redd.lit import run_config
 from lightning_redd.lit.module import RestorationModule
+from lightning_redd.lit.strategy import ImageShardingStrategy, sharding_name
 
 #: Trainer defaults suited to restoration: one pass over the (repeated) batches, no
 #: checkpoints of the frozen prior, and autograd available inside predict.
 TRAINER_DEFAULTS = {"max_epochs": 1, "enable_checkpointing": False, "inference_mode": False, "num_sanity_val_steps": 0}
+LIGHTNING_DDP_CLASS = "lightning.pytorch.strategies.DDPStrategy"
+
+
+class RunConfigCallback(SaveConfigCallback):
+    """Saves Lightning's ``config.yaml`` in the log folder and, on rank 0, the run's record
+    (``run_config.yaml``) in the output folder, after the inputs were checked and before any
+    compute. With ``--overwrite true`` it first deletes the previous run's files there."""
+
+    def save_config(self, trainer, pl_module, stage: str) -> None:
+        root = Path(trainer.default_root_dir)
+        if self.config.get("overwrite"):
+            removed = RunFolder(root).remove_run()
+            if removed:
+                print(f"lightning-redd: --overwrite: removed {removed} file(s) of the previous run in {root}", file=sys.stderr)
+        run_config.write(root, run_config.signature(self.config.as_dict()), self.parser.dump(self.config, skip_none=False))
+
+
+def _several_processes(trainer: Namespace) -> bool:
+    """Whether the trainer settings ask for more than one process (devices x nodes)."""
+    nodes, devices = int(trainer.get("num_nodes") or 1), trainer.get("devices", "auto")
+    if isinstance(devices, (list, tuple)):
+        count = len(devices)
+    elif str(devices).strip() in ("auto", "-1"):
+        count = torch.cuda.device_count() if trainer.get("accelerator") in ("auto", "gpu", "cuda") else 1
+    elif "," in str(devices):
+        count = len([d for d in str(devices).split(",") if d.strip()])
+    else:
+        count = int(devices)
+    return count * nodes > 1
 
 
 class ReddCLI(LightningCLI):
-    """LightningCLI whose ``predict`` keeps no predictions in memory (the writer saves them)."""
+    """LightningCLI with the run-folder, sharding and logging rules of the module docstring."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument("--overwrite", type=bool, default=False,
+                            help="delete a previous run's images, records and metrics.csv in the output folder first")
+        parser.link_arguments("trainer.default_root_dir", "data.output_dir")
+        parser.link_arguments("model", "data.repeats", compute_fn=lambda model: model.num_iterates, apply_on="instantiate")
+
+    def before_instantiate_classes(self) -> None:
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        trainer = cfg.trainer
+        strategy = trainer.get("strategy", "auto")
+        if isinstance(strategy, str):
+            mapped = sharding_name(strategy) or ("image_sharding" if strategy == "auto" and _several_processes(trainer) else None)
+            if mapped:
+                trainer.strategy = mapped
+        elif isinstance(strategy, Namespace) and strategy.get("class_path") == LIGHTNING_DDP_CLASS:
+            strategy.class_path = f"{ImageShardingStrategy.__module__}.{ImageShardingStrategy.__name__}"
+        if self.subcommand in ("fit", "predict") and not cfg.get("overwrite"):
+            root = Path(trainer.get("default_root_dir") or os.getcwd())
+            run_config.check(root, run_config.signature(cfg.as_dict()))
+
+    def instantiate_trainer(self, **kwargs):
+        """Default logger: a CSV logger under ``<default_root_dir>/logs``."""
+        config = self._get(self.config_init, "trainer", default={})
+        if config.get("logger") in (None, True) and "logger" not in kwargs:
+            from lightning.pytorch.loggers import CSVLogger
+
+            root = config.get("default_root_dir") or os.getcwd()
+            kwargs["logger"] = CSVLogger(save_dir=root, name="logs")
+        return super().instantiate_trainer(**kwargs)
 
     def predict(self, model, datamodule=None, return_predictions=None, ckpt_path=None, **kwargs):
+        """``predict`` keeping no predictions in memory (the writer saves them)."""
         return self.trainer.predict(
             model, datamodule=datamodule, return_predictions=bool(return_predictions), ckpt_path=ckpt_path, **kwargs
         )
 
 
 def cli(args=None, run: bool = True) -> ReddCLI:
-    """Build (and by default run) the CLI; ``args`` as a list or dict, for tests."""
+    """Build (and by default run) the CLI; ``args`` as a list or dict, for tests. Errors propagate."""
     return ReddCLI(
         RestorationModule,
         ImageFolderData,
         trainer_defaults=TRAINER_DEFAULTS,
+        save_config_callback=RunConfigCallback,
         save_config_kwargs={"overwrite": True},
         args=args,
         run=run,
     )
 
 
+def user_error(err: BaseException) -> BaseException | None:
+    """The exception in ``err``'s cause chain that reports a problem with the user's inputs
+    (raised by lightning_redd's own checks), or None for anything else (a bug: show it)."""
+    from lightning_redd.priors.loaders import CheckpointError
+
+    chain, seen = [], set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        chain.append(err)
+        err = err.__cause__ or err.__context__
+    for e in reversed(chain):  # the root cause first
+        if isinstance(e, CheckpointError | run_config.RunConfigMismatch) or type(e).__name__ in ("InputProblems", "ImageFileError"):
+            return e
+        frames = traceback.extract_tb(e.__traceback__)
+        ours = bool(frames) and "lightning_redd" in frames[-1].filename and not frames[-1].filename.endswith("cli.py")
+        if ours and isinstance(e, ValueError | FileNotFoundError | TypeError):
+            return e
+    return None
+
+
+def _writer_summary(app: ReddCLI) -> dict | None:
+    from lightning_redd.lit.writer import RestorationWriter
+
+    for cb in app.trainer.callbacks:
+        if isinstance(cb, RestorationWriter):
+            return cb.summary
+    return None
+
+
 def main(args=None) -> None:
-    cli(args)
+    """Entry point of ``lightning-redd``: runs :func:`cli` and maps outcomes to exit statuses."""
+    from lightning_redd.lit.requeue import Requeued
+
+    try:
+        app = cli(args)
+    except Requeued as err:
+        print(f"lightning-redd: {err}; the finished images are on disk", file=sys.stderr)
+        sys.exit(0)
+    except Exception as err:
+        cause = user_error(err)
+        if cause is None or os.environ.get("LIGHTNING_REDD_TRACEBACK"):
+            raise
+        print(f"lightning-redd: error: {cause}", file=sys.stderr)
+        sys.exit(2)
+    summary = _writer_summary(app) if app.subcommand in ("fit", "predict") else None
+    if summary and summary["diverged"]:
+        sys.exit(3)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,25 +1,29 @@
-"""The restoration LightningModule: one RED-diff iterate per training step.
+"""The restoration LightningModule: one solver iterate per training step.
 
 ``fit``: the DataModule visits each batch ``num_iterates`` times; at the batch's first
 visit the module measures the images and starts a solve (fresh ``mu`` and Adam state), each
 ``training_step`` runs exactly one ``solver.step``, and after the last one the restored
-batch is emitted (``self.emitted``) for the writer.
+batch is emitted (``self.emitted``) for the callbacks (metrics, then the image writer).
+Padding steps (several processes with unequal shares) do nothing.
 
-``predict``: ``predict_step`` runs ``solver.solve`` (= init + every step, the same code) and
-returns the restored batch.
+``predict``: ``predict_step`` runs ``solver.run`` (= init + every step, the same code) and
+emits the restored batch the same way.
 
 ``mu`` is a plain tensor owned by the solver's state, not a module parameter: Lightning's
-optimizers, DDP broadcasting and gradient all-reduce never see it, so each image's result is
-its own. The prior runs under the Trainer's precision (autocast only around the denoiser);
-``mu``, the data term and Adam stay float32.
+optimizers never see it, and nothing is synchronised between processes (see
+:mod:`lightning_redd.lit.strategy`), so each image's result is its own. The frozen prior is
+never written into a Lightning checkpoint (it is reloaded from its own file). The prior runs
+under the Trainer's precision (autocast only around the denoiser); ``mu``, the data term and
+Adam stay float32.
 """
 from __future__ import annotations
 
 import contextlib
-from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.trainer.states import TrainerFn
 
 from lightning_redd import seeding
 from lightning_redd.metrics import psnr
@@ -31,7 +35,7 @@ AUTOCAST_DTYPES = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16, "32-
 
 
 class RestorationModule(L.LightningModule):
-    """Restores images ``x`` from synthetic measurements ``y = A(x) + noise``.
+    """Restores images ``x`` from synthetic measurements ``y = A(x) + noise`` (or given ``y``).
 
     Args:
         prior: the diffusion prior (default: the embedded 64x64 prior shipped with the package).
@@ -62,9 +66,9 @@ class RestorationModule(L.LightningModule):
         self.solver = solver
         self.log_every = int(log_every)
         self.automatic_optimization = False
-        self._state: Any = None
+        self._state: SolverState | None = None
         self._batch: dict | None = None
-        #: the last restored batch of ``fit`` (set after a batch's last iterate, else None)
+        #: the last restored batch (set when a batch finishes, else None); see :meth:`result`
         self.emitted: dict | None = None
 
     @property
@@ -77,32 +81,45 @@ class RestorationModule(L.LightningModule):
         if precision not in AUTOCAST_DTYPES:
             raise ValueError(f"unsupported trainer.precision {precision!r}; allowed: {sorted(AUTOCAST_DTYPES)}")
         self.prior.autocast_dtype = AUTOCAST_DTYPES[precision]
+        from lightning_redd.lit.strategy import ImageShardingStrategy
+
+        strategy = self.trainer.strategy if self._trainer is not None else None
+        fitting = self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING
+        if fitting and isinstance(strategy, DDPStrategy) and not isinstance(strategy, ImageShardingStrategy):
+            raise ValueError(
+                f"{type(strategy).__name__} would wrap the module in DistributedDataParallel, which has nothing to "
+                "synchronise here (the prior is frozen, mu is per image); use "
+                "strategy=lightning_redd.lit.strategy.ImageShardingStrategy() (the lightning-redd CLI does this for "
+                "--trainer.strategy ddp)"
+            )
 
     def configure_optimizers(self) -> None:
         """No Lightning optimizer: the solver owns an Adam over each batch's ``mu``."""
         return None
 
     def configure_callbacks(self):
+        """The metrics, the image writer and the SIGUSR1 handler, unless the Trainer has them."""
+        from lightning_redd.lit.metrics_callback import MetricsCallback
+        from lightning_redd.lit.requeue import RequeueOnSignal
         from lightning_redd.lit.writer import RestorationWriter
 
-        if any(isinstance(c, RestorationWriter) for c in self.trainer.callbacks):
-            return []
-        return [RestorationWriter()]
+        have = self.trainer.callbacks
+        return [cls() for cls in (MetricsCallback, RestorationWriter, RequeueOnSignal) if not any(isinstance(c, cls) for c in have)]
 
     def train(self, mode: bool = True):
         super().train(mode)
         self.prior.eval()  # the prior is frozen: no dropout, ever
         return self
 
-    def finished_names(self, names: list[str]) -> set[str]:
-        """Images a writer already finished (used by the DataModule to skip them)."""
-        from lightning_redd.lit.writer import RestorationWriter
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Leave the frozen prior out of Lightning checkpoints (it is reloaded from its file)."""
+        sd = checkpoint.get("state_dict", {})
+        for key in [k for k in sd if k.startswith("prior.")]:
+            del sd[key]
 
-        done: set[str] = set()
-        for cb in self.trainer.callbacks if self._trainer is not None else []:
-            if isinstance(cb, RestorationWriter):
-                done |= cb.finished(self.trainer, names)
-        return done
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Put the prior's own weights back so a strict load of such a checkpoint succeeds."""
+        checkpoint.setdefault("state_dict", {}).update({f"prior.{k}": v for k, v in self.prior.state_dict().items()})
 
     # ------------------------------------------------------------------ shared pieces
     def measure(self, batch: dict) -> tuple[ForwardOperator, torch.Tensor]:
@@ -126,11 +143,13 @@ class RestorationModule(L.LightningModule):
             return torch.autocast(device_type=device.type, enabled=False)
         return contextlib.nullcontext()
 
-    def result(self, batch: dict, x_hat: torch.Tensor, x_init: torch.Tensor, y: torch.Tensor) -> dict:
+    def result(self, batch: dict, state: SolverState, y: torch.Tensor) -> dict:
+        """The restored batch as the callbacks receive it (tensors detached, on the device):
+        ``names``, ``index``, ``x_hat``, ``x_init``, ``y``, ``x`` (or None), ``diverged`` (B,) bool."""
         return {
-            "names": list(batch["name"]), "index": batch["index"].cpu(),
-            "x_hat": x_hat.detach().cpu(), "x_init": x_init.detach().cpu(), "y": y.detach().cpu(),
-            "x": batch["x"].detach().float().cpu() if "x" in batch else None,
+            "names": list(batch["name"]), "index": batch["index"],
+            "x_hat": self.solver.estimate(state), "x_init": state.x_init.detach(), "y": y.detach(),
+            "x": batch["x"].detach().float() if "x" in batch else None, "diverged": state.diverged.detach(),
         }
 
     def stats_to_log(self, stats: dict[str, torch.Tensor], estimate: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
@@ -144,6 +163,8 @@ class RestorationModule(L.LightningModule):
     # ------------------------------------------------------------------ fit: one iterate per step
     def training_step(self, batch: dict, batch_idx: int) -> None:
         self.emitted = None
+        if bool(batch["pad"][0]):
+            return None  # padding step: this rank has no image left, the others do
         iterate = int(batch["iterate"][0])
         x = batch["x"]
         with self.solver_context(x.device):
@@ -151,10 +172,10 @@ class RestorationModule(L.LightningModule):
                 op, y = self.measure(batch)
                 self._batch = {"op": op, "y": y}
                 self._state = self.solver.init(y, op, self.prior, self.solver_generators(batch))
-            elif self._state is None or getattr(self._state, "k", iterate) != iterate:
+            elif self._state is None or self._state.k != iterate:
                 raise RuntimeError(
                     f"iterate {iterate} of a batch arrived without its first {iterate} iterates; "
-                    "restart the run (mid-batch resume is not supported)"
+                    "restart the run (finished images are kept; the interrupted batch is redone)"
                 )
             op, y = self._batch["op"], self._batch["y"]
             stats = self.solver.step(self._state, y, op, self.prior)
@@ -162,7 +183,7 @@ class RestorationModule(L.LightningModule):
         self.log_dict({f"train/{k}": v for k, v in self.stats_to_log(stats, estimate, batch).items()},
                       on_step=True, prog_bar=False, batch_size=x.shape[0])
         if iterate == self.num_iterates - 1:
-            self.emitted = self.result(batch, estimate, self._state.x_init, y)
+            self.emitted = self.result(batch, self._state, y)
             self._state, self._batch = None, None
 
     def iterate_bar(self, batch_idx: int):
@@ -177,6 +198,8 @@ class RestorationModule(L.LightningModule):
 
     # ------------------------------------------------------------------ predict: the whole solve
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
+        """Run the whole solve of the batch; emits it for the callbacks and returns
+        ``{"names", "x_hat"}`` (``x_hat`` on the CPU, in ``[-1, 1]`` up to clipping)."""
         # predict runs under inference mode by default; the Adam step on mu needs autograd.
         with torch.inference_mode(False), torch.enable_grad(), self.solver_context(batch["x"].device):
             batch = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in batch.items()}
@@ -197,5 +220,5 @@ class RestorationModule(L.LightningModule):
             finally:
                 if bar is not None:
                     bar.close()
-            x_hat, x_init = self.solver.estimate(state), state.x_init
-        return self.result(batch, x_hat, x_init, y)
+        self.emitted = self.result(batch, state, y)
+        return {"names": self.emitted["names"], "x_hat": self.emitted["x_hat"].cpu()}

@@ -1,73 +1,23 @@
-"""Writes restored images and one metrics row per image, atomically.
+"""Writes each restored batch into the run's output folder, then merges ``metrics.csv``.
 
-Layout under the output folder (default: ``trainer.default_root_dir``)::
+The folder's layout and write order are :class:`lightning_redd.data.outputs.RunFolder`'s: per
+image, its PNGs, then its record (the "finished" marker, holding the status and the scores
+of :class:`~lightning_redd.lit.metrics_callback.MetricsCallback`). An image whose estimate
+diverged (NaN/inf) gets no PNG, only a record with ``status: diverged``; resume redoes it.
 
-    restored/<name>.png      the restored image (clipped to [-1, 1], 8-bit)
-    measured/<name>.png      the measurement, when it is an image of the input's size
-    init/<name>.png          the solver's starting estimate
-    metrics.csv              name, psnr, ssim, psnr_init, ssim_init (one row per image)
-
-Every file is written to a temporary name in the same folder and renamed, so an
-interrupted run never leaves a truncated PNG or CSV. ``metrics.csv`` merges the rows of
-earlier runs by name, so a resumed run that skips finished images keeps their rows.
+At the end of the run every rank waits for the others, and rank 0 writes ``metrics.csv``
+from all records (one row per image, whatever the number of processes) and the run's
+:attr:`summary` (also readable on every rank).
 """
 from __future__ import annotations
 
-import csv
-import os
-import tempfile
 from pathlib import Path
 
 import lightning as L
 import torch
-from PIL import Image
+from lightning.pytorch.utilities import rank_zero_info
 
-from lightning_redd.metrics import psnr, ssim
-
-FIELDS = ("name", "psnr", "ssim", "psnr_init", "ssim_init")
-
-
-def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """``(C, H, W)`` in ``[-1, 1]`` -> ``(H, W, C)`` uint8 (clipped, rounded)."""
-    return ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu()
-
-
-def save_png(x: torch.Tensor, path: Path) -> None:
-    """Save ``(C, H, W)`` in ``[-1, 1]`` as an 8-bit PNG, atomically."""
-    arr = to_uint8(x).numpy()
-    im = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png.tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            im.save(fh, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_csv(rows: dict[str, dict], path: Path) -> None:
-    """Write ``rows`` (name -> row) sorted by name, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".csv.tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=FIELDS)
-            writer.writeheader()
-            for name in sorted(rows):
-                writer.writerow(rows[name])
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def read_csv(path: Path) -> dict[str, dict]:
-    if not path.is_file():
-        return {}
-    with open(path, newline="") as fh:
-        return {row["name"]: row for row in csv.DictReader(fh)}
+from lightning_redd.data.outputs import RunFolder
 
 
 class RestorationWriter(L.Callback):
@@ -75,59 +25,97 @@ class RestorationWriter(L.Callback):
     ``predict``: after each ``predict_step``).
 
     Args:
-        output_dir: folder for images and ``metrics.csv``; default ``trainer.default_root_dir``.
-        save_measured: also save ``measured/`` and ``init/`` images.
-        skip_existing: on a new run, leave out images whose ``restored/<name>.png`` exists
-            (resume after an interruption).
+        output_dir: output folder; default ``trainer.default_root_dir``.
+        save_measured: also save ``measured/`` (measurements of the input's size) and ``init/`` images.
     """
 
-    def __init__(self, *, output_dir: str | None = None, save_measured: bool = True, skip_existing: bool = False) -> None:
+    def __init__(self, *, output_dir: str | None = None, save_measured: bool = True) -> None:
         self.output_dir = output_dir
         self.save_measured = save_measured
-        self.skip_existing = skip_existing
-        self.rows: dict[str, dict] = {}
+        self.run: RunFolder | None = None
+        self.written = 0
+        #: set at the end of a run: counts, diverged names, mean scores, the folder
+        self.summary: dict | None = None
 
     def root(self, trainer: L.Trainer) -> Path:
         return Path(self.output_dir if self.output_dir is not None else trainer.default_root_dir)
 
-    def metrics_path(self, trainer: L.Trainer) -> Path:
-        name = "metrics.csv" if trainer.world_size == 1 else f"metrics.rank{trainer.global_rank}.csv"
-        return self.root(trainer) / name
-
-    def finished(self, trainer: L.Trainer, names: list[str]) -> set[str]:
-        """Names whose restored image already exists (only with ``skip_existing``)."""
-        if not self.skip_existing:
-            return set()
-        return {n for n in names if (self.root(trainer) / "restored" / f"{n}.png").is_file()}
-
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        self.rows = read_csv(self.metrics_path(trainer))
+        self.run, self.written, self.summary = RunFolder(self.root(trainer)), 0, None
+        data_out = getattr(trainer.datamodule, "run_folder", None) if trainer.datamodule is not None else None
+        if data_out is not None and Path(data_out.root).resolve() != self.run.root.resolve():
+            raise ValueError(
+                f"the writer writes to {self.run.root} but the DataModule skips images finished in {data_out.root}; "
+                "give both the same folder (the CLI links data.output_dir to trainer.default_root_dir)"
+            )
+        if trainer.is_global_zero:
+            removed = self.run.remove_stale_temporaries()
+            if removed:
+                rank_zero_info(f"lightning-redd: removed {len(removed)} temporary file(s) left by an interrupted run")
 
-    def write(self, trainer: L.Trainer, out: dict) -> None:
-        """Write one emitted batch: ``out`` has names, x_hat, x_init, y and (optionally) x."""
-        root = self.root(trainer)
-        x_hat, x_init, x, y = out["x_hat"], out["x_init"], out.get("x"), out["y"]
-        if x is not None:
-            scores = {
-                "psnr": psnr(x_hat, x), "ssim": ssim(x_hat, x),
-                "psnr_init": psnr(x_init, x), "ssim_init": ssim(x_init, x),
-            }
-        for i, name in enumerate(out["names"]):
-            save_png(x_hat[i], root / "restored" / f"{name}.png")
+    # ------------------------------------------------------------------ per batch
+    def _scores(self, trainer: L.Trainer, emitted: dict) -> dict[str, torch.Tensor]:
+        from lightning_redd.lit.metrics_callback import MetricsCallback
+
+        for cb in trainer.callbacks:  # the record needs the scores: score now if the metrics ran after us
+            if isinstance(cb, MetricsCallback):
+                return cb.score(emitted)
+        return emitted.get("scores", {})
+
+    def write(self, trainer: L.Trainer, emitted: dict) -> None:
+        """Write one emitted batch: per image its PNGs, then its record (last)."""
+        assert self.run is not None
+        scores = {k: v.detach().double().cpu() for k, v in self._scores(trainer, emitted).items()}
+        x_hat, x_init, y = (emitted[k].detach().float().cpu() for k in ("x_hat", "x_init", "y"))
+        diverged = emitted["diverged"].cpu().tolist()
+        index = emitted["index"].tolist()
+        for i, name in enumerate(emitted["names"]):
+            if diverged[i]:
+                self.run.write_record(name, {"status": "diverged", "index": index[i], "scores": {}})
+                continue
+            self.run.write_image("restored", name, x_hat[i])
             if self.save_measured:
-                save_png(x_init[i], root / "init" / f"{name}.png")
-                if y.ndim == 4 and y.shape[1] in (1, 3):
-                    save_png(y[i], root / "measured" / f"{name}.png")
-            if x is not None:
-                self.rows[name] = {"name": name, **{k: f"{float(v[i]):.4f}" for k, v in scores.items()}}
-        if x is not None:
-            write_csv(self.rows, self.metrics_path(trainer))
+                self.run.write_image("init", name, x_init[i])
+                if y.ndim == 4 and tuple(y.shape[1:]) == tuple(x_hat.shape[1:]):
+                    self.run.write_image("measured", name, y[i])
+            self.run.write_record(name, {"status": "ok", "index": index[i], "scores": {k: float(v[i]) for k, v in scores.items()}})
+            self.written += 1
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+    def _on_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         emitted = getattr(pl_module, "emitted", None)
         if emitted is not None:
             self.write(trainer, emitted)
 
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._on_batch_end(trainer, pl_module)
+
     def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        if outputs is not None:
-            self.write(trainer, outputs)
+        self._on_batch_end(trainer, pl_module)
+
+    # ------------------------------------------------------------------ end of the run
+    def finish(self, trainer: L.Trainer) -> None:
+        """After every rank wrote its images: rank 0 merges ``metrics.csv``; all ranks read
+        the same records and set :attr:`summary`."""
+        assert self.run is not None
+        written = trainer.strategy.reduce(torch.tensor(float(self.written)), reduce_op="sum") if trainer.world_size > 1 else self.written
+        trainer.strategy.barrier("lightning_redd.writer.finish")
+        if trainer.is_global_zero:
+            self.run.write_metrics()
+        trainer.strategy.barrier("lightning_redd.writer.metrics")
+        records = self.run.records()
+        diverged = sorted(n for n, r in records.items() if r["status"] == "diverged")
+        ok = [r for r in records.values() if r["status"] == "ok"]
+        columns = sorted({k for r in ok for k in r.get("scores", {})})
+        means = {c: sum(r["scores"][c] for r in ok if c in r["scores"]) / max(1, sum(c in r["scores"] for r in ok)) for c in columns}
+        self.summary = {"folder": str(self.run.root), "images": len(records), "ok": len(ok), "written": int(written),
+                        "diverged": diverged, "means": means}
+        if diverged:
+            shown = ", ".join(diverged[:20]) + (f" and {len(diverged) - 20} more" if len(diverged) > 20 else "")
+            rank_zero_info(f"lightning-redd: {len(diverged)} of {len(records)} images diverged (non-finite estimate; "
+                           f"no image written, status=diverged in metrics.csv): {shown}")
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.finish(trainer)
+
+    def on_predict_end(self, trainer, pl_module) -> None:
+        self.finish(trainer)

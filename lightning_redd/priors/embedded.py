@@ -17,6 +17,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from lightning_redd.priors.base import DiffusionPrior
+from lightning_redd.priors.loaders import CheckpointError, CheckpointFileNotFound, CheckpointMismatchError, mismatch_report, resolve_path
 from lightning_redd.priors.networks.unet import UNet
 
 #: File name of the shipped checkpoint inside ``lightning_redd/priors/weights/``.
@@ -63,12 +64,22 @@ def save_network(network: UNet, path: str | Path, training: dict[str, Any] | Non
     return path
 
 
+def _open(path: str | Path):
+    """``safe_open`` with errors that name the file (empty, truncated, not safetensors)."""
+    resolve_path(path, _TRAIN_HINT.format(default=default_checkpoint_path()))
+    try:
+        return safe_open(str(path), framework="pt")
+    except Exception as err:  # safetensors raises its own error type for broken files
+        raise CheckpointError(f"cannot read embedded prior checkpoint {str(path)!r}: {err} (truncated, corrupt or not "
+                              "a .safetensors file); copy it again or retrain it") from None
+
+
 def read_metadata(path: str | Path) -> dict[str, Any]:
     """The decoded metadata of a checkpoint: ``{"arch", "network", "training"}``."""
-    with safe_open(str(path), framework="pt") as f:
+    with _open(path) as f:
         meta = f.metadata() or {}
     if NETWORK_KEY not in meta:
-        raise ValueError(
+        raise CheckpointError(
             f"{path} has no {NETWORK_KEY!r} metadata, so it was not written by lightning_redd's "
             "save_network; export it with lightning_redd.priors.embedded.save_network"
         )
@@ -83,18 +94,21 @@ def load_network(path: str | Path) -> UNet:
     """Rebuild the :class:`UNet` described by ``path``'s metadata and load its weights (strict)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no embedded prior checkpoint at {path}; " + _TRAIN_HINT.format(default=default_checkpoint_path()))
+        raise CheckpointFileNotFound(f"no embedded prior checkpoint at {path}; " + _TRAIN_HINT.format(default=default_checkpoint_path()))
     meta = read_metadata(path)
     if meta["arch"] != "UNet":
-        raise ValueError(f"{path} stores a {meta['arch']!r} network; allowed: 'UNet'")
+        raise CheckpointError(f"{path} stores a {meta['arch']!r} network; allowed: 'UNet'")
     cfg = dict(meta["network"])
     for key in ("channel_mult", "attention_resolutions"):
         cfg[key] = tuple(cfg[key])
     network = UNet(**cfg)
     state = {}
-    with safe_open(str(path), framework="pt") as f:
+    with _open(path) as f:
         for key in f.keys():
             state[key] = f.get_tensor(key)
+    report = mismatch_report(network, state)
+    if report:
+        raise CheckpointMismatchError(f"embedded prior checkpoint {path} does not fit the UNet its metadata describes:\n{report}")
     network.load_state_dict(state, strict=True)
     return network
 

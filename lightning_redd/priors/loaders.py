@@ -32,12 +32,20 @@ WRAPPER_KEYS = ("ema", "model_ema", "ema_model", "state_dict", "model", "module"
 SHARED_PREFIXES = ("module.", "_orig_mod.")
 
 
-class UnsafeCheckpointError(pickle.UnpicklingError):
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used; the message names the file, the problem and the fix."""
+
+
+class UnsafeCheckpointError(CheckpointError, pickle.UnpicklingError):
     """The file's pickle would import or run code; it was not loaded."""
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(CheckpointError):
     """The checkpoint's keys or shapes do not fit the network built from the config."""
+
+
+class CheckpointFileNotFound(CheckpointError, FileNotFoundError):
+    """No file at the given checkpoint path."""
 
 
 def resolve_path(path: str | os.PathLike, how_to_set: str = "") -> Path:
@@ -45,7 +53,10 @@ def resolve_path(path: str | os.PathLike, how_to_set: str = "") -> Path:
     p = Path(path).expanduser()
     if not p.is_file():
         hint = f"; {how_to_set}" if how_to_set else ""
-        raise FileNotFoundError(f"checkpoint file not found: {str(p)!r}{hint}")
+        raise CheckpointFileNotFound(f"checkpoint file not found: {str(p)!r}{hint}")
+    if p.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint file {str(p)!r} is empty (0 bytes): an interrupted download or copy? "
+                              "Fetch or copy it again")
     return p
 
 
@@ -58,12 +69,19 @@ def _torch_load(path: Path) -> object:
             if "mmap" not in str(err) and "zip" not in str(err):
                 raise
             return torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
+    except UnsafeCheckpointError:
+        raise
     except pickle.UnpicklingError as err:
         raise UnsafeCheckpointError(
             f"refused to load {str(path)!r}: its pickle references objects other than tensors and "
             "plain containers, which could run code when unpickled (torch.load(weights_only=True) "
             f"rejected it). Only load checkpoints from sources you trust; convert trusted ones to "
             f"a plain state dict or .safetensors. torch.load said: {_reason(err)}"
+        ) from None
+    except (RuntimeError, EOFError, KeyError, OSError, ValueError) as err:
+        raise CheckpointError(
+            f"cannot read checkpoint {str(path)!r}: it is not a complete torch.save archive (truncated, corrupt, or "
+            f"another format) ({_reason(err) if len(str(err)) > 12 else f'{type(err).__name__}: {err}'}); fetch or copy the file again"
         ) from None
 
 
@@ -119,13 +137,26 @@ def load_state_dict_file(path: str | os.PathLike, how_to_set: str = "") -> dict[
     if suffix in SAFETENSORS_SUFFIXES:
         from safetensors.torch import load_file
 
-        return unwrap_state_dict(load_file(str(p), device="cpu"))
+        try:
+            sd = load_file(str(p), device="cpu")
+        except Exception as err:  # safetensors raises its own error type for broken files
+            raise CheckpointError(f"cannot read safetensors checkpoint {str(p)!r}: {err} (truncated or corrupt); "
+                                  "fetch or copy the file again") from None
+        return _unwrap(sd, p)
     if suffix in TORCH_SUFFIXES:
-        return unwrap_state_dict(_torch_load(p))
-    raise ValueError(
+        return _unwrap(_torch_load(p), p)
+    raise CheckpointError(
         f"unsupported checkpoint format {suffix!r} for {str(p)!r}; "
         f"allowed: {TORCH_SUFFIXES + SAFETENSORS_SUFFIXES}"
     )
+
+
+def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
+    """:func:`unwrap_state_dict`, with the file named in its errors."""
+    try:
+        return unwrap_state_dict(obj)
+    except CheckpointMismatchError as err:
+        raise CheckpointMismatchError(f"checkpoint {str(path)!r}: {err}") from None
 
 
 def mismatch_report(module: nn.Module, sd: Mapping[str, torch.Tensor], max_items: int = 8) -> str:

@@ -26,7 +26,7 @@ def run(subcommand: str, out: Path, monkeypatch, *extra: str) -> dict[str, torch
     monkeypatch.setattr(RestorationWriter, "write", spy)
     monkeypatch.chdir(ROOT)  # the config's data.root is relative to the repository
     cli([subcommand, "--config", "configs/demo.yaml", "--trainer.default_root_dir", str(out),
-         "--trainer.logger.init_args.save_dir", str(out), "--trainer.enable_progress_bar", "false", *extra])
+         "--trainer.enable_progress_bar", "false", *extra])
     return seen
 
 

@@ -1,0 +1,171 @@
+"""Reading image files into ``[-1, 1]`` tensors, and checking a whole folder up front.
+
+Every file is decoded completely when a folder is checked (a PNG whose checksums pass but
+whose pixel data is corrupt fails here, not after compute was spent), and every problem of
+the folder is reported at once, each with its reason and fix.
+
+Pixel formats:
+
+* 8-bit RGB / grayscale: as stored (grayscale is replicated to RGB for 3-channel priors).
+* 16-bit grayscale (PNG/TIFF ``I;16``): scaled by ``1/65535``, kept in float (never clipped
+  to 8 bits). 16-bit RGB PNGs are delivered by Pillow at 8 bits per channel (its high byte).
+* RGBA, LA, palette (``P``), CMYK, YCbCr, bilevel: converted to RGB (alpha dropped), with a note.
+* 32-bit float images: refused (their range is unknown); convert them to 8 or 16 bits.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+RESIZE_MODES = ("center_crop_resize", "resize", "center_crop")
+_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
+_CONVERTED = {"RGBA": "alpha channel dropped", "LA": "alpha channel dropped", "PA": "alpha channel dropped",
+              "P": "palette image converted to RGB", "CMYK": "CMYK converted to RGB",
+              "YCbCr": "YCbCr converted to RGB", "LAB": "LAB converted to RGB", "HSV": "HSV converted to RGB",
+              "1": "bilevel image converted"}
+
+
+class ImageFileError(ValueError):
+    """A file that cannot be used as an image (the message names it and the fix)."""
+
+
+@dataclass
+class FolderReport:
+    """The outcome of checking a folder: usable files, problems (fatal) and notes (informative)."""
+
+    files: list[Path] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _open_pixels(path: Path) -> tuple[Image.Image, str | None]:
+    """Open and fully decode ``path``; returns the image in a mode we handle (L, RGB or F for
+    16-bit data scaled to [0, 65535]) and a note about any conversion."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            mode, fmt = im.mode, im.format
+            if mode in ("L", "RGB"):
+                return im.copy(), None
+            if mode in _SIXTEEN_BIT or (mode == "I" and fmt == "PNG"):
+                return im.convert("I").convert("F"), "16-bit image scaled from [0, 65535]"
+            if mode in _CONVERTED:
+                target = "L" if mode in ("LA", "1") else "RGB"
+                return im.convert(target), _CONVERTED[mode]
+            if mode in ("F", "I"):
+                raise ImageFileError(f"{path.name}: {mode!r} pixels (32-bit) have no known range; convert it to an 8- or 16-bit PNG")
+            raise ImageFileError(f"{path.name}: unsupported pixel mode {mode!r}; convert it to an 8-bit RGB PNG")
+    except ImageFileError:
+        raise
+    except Exception as err:  # PIL raises many types for broken files
+        reason = str(err).strip() or type(err).__name__
+        raise ImageFileError(f"unreadable image {path.name}: it cannot be decoded ({reason}); replace or remove the file") from err
+
+
+def _crop_resize(im: Image.Image, size: int, mode: str, path: Path) -> Image.Image:
+    w, h = im.size
+    if mode == "center_crop_resize":
+        s = min(w, h)
+        left, top = (w - s) // 2, (h - s) // 2
+        return im.crop((left, top, left + s, top + s)).resize((size, size), Image.Resampling.BICUBIC)
+    if mode == "resize":
+        return im.resize((size, size), Image.Resampling.BICUBIC)
+    if mode == "center_crop":
+        if min(w, h) < size:
+            raise ImageFileError(f"{path.name} is {w}x{h}, smaller than the crop size {size}; use resize='center_crop_resize'")
+        left, top = (w - size) // 2, (h - size) // 2
+        return im.crop((left, top, left + size, top + size))
+    raise ValueError(f"unknown resize mode {mode!r}; allowed: {RESIZE_MODES}")
+
+
+def load_image(path: Path, size: int, channels: int = 3, mode: str = "center_crop_resize") -> torch.Tensor:
+    """Read ``path`` as ``(channels, size, size)`` float32 in ``[-1, 1]``.
+
+    ``center_crop_resize``: largest centred square, then resize (bicubic, antialiased);
+    ``resize``: resize the whole image to a square (aspect ratio not kept);
+    ``center_crop``: centred ``size x size`` crop (the image must be at least that large).
+    """
+    path = Path(path)
+    im, _ = _open_pixels(path)
+    if im.mode == "F":  # 16-bit data: resize in float, never quantise to 8 bits
+        im = _crop_resize(im, size, mode, path)
+        gray = torch.from_numpy(np.asarray(im, dtype=np.float32).copy()).clamp(0, 65535) / 65535.0
+        x = gray[None].expand(channels, -1, -1) if channels == 3 else gray[None]
+        return (x * 2 - 1).contiguous()
+    im = im.convert("RGB" if channels == 3 else "L")
+    im = _crop_resize(im, size, mode, path)
+    data = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8).view(size, size, channels)
+    return data.permute(2, 0, 1).float().div(127.5).sub(1.0)
+
+
+def _summarise(notes: dict[str, list[str]]) -> list[str]:
+    out = []
+    for note, names in notes.items():
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        out.append(f"{len(names)} image(s) {note}: {shown}")
+    return out
+
+
+def check_folder(root: Path, *, image_size: int, skip_non_images: bool = False, limit: int | None = None) -> FolderReport:
+    """Decode every image directly under ``root`` and report all problems at once.
+
+    Problems: a missing or empty folder, non-image files (unless ``skip_non_images``), files
+    that do not decode, unsupported pixel formats, several files sharing a name stem.
+    Notes (not fatal): conversions (16-bit, alpha, palette, ...) and images smaller than
+    ``image_size`` (accepted; they are upscaled).
+
+    Args:
+        limit: only the first ``limit`` images (sorted by name) are used and decoded.
+    """
+    report = FolderReport()
+    if not root.is_dir():
+        report.problems.append(f"image folder {root} does not exist; set data.root to a folder of png/jpg images")
+        return report
+    entries = sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith("."))
+    others = [p.name for p in entries if p.suffix.lower() not in IMAGE_EXTENSIONS]
+    if others and not skip_non_images:
+        report.problems += [f"{n}: not an image (allowed extensions {', '.join(IMAGE_EXTENSIONS)}); remove it or set "
+                            "data.skip_non_images=true" for n in others]
+    images = [p for p in entries if p.suffix.lower() in IMAGE_EXTENSIONS][:limit]
+    stems: dict[str, list[str]] = {}
+    for p in images:
+        stems.setdefault(p.stem, []).append(p.name)
+    report.problems += [f"{', '.join(v)}: share the name stem {k!r}, and outputs are named by stem; rename all but one"
+                        for k, v in stems.items() if len(v) > 1]
+    notes: dict[str, list[str]] = {}
+    for p in images:
+        try:
+            im, note = _open_pixels(p)
+        except ImageFileError as err:
+            report.problems.append(str(err))
+            continue
+        if note:
+            notes.setdefault(note, []).append(p.name)
+        if min(im.size) < image_size:
+            notes.setdefault(f"smaller than {image_size}x{image_size} (upscaled)", []).append(p.name)
+        report.files.append(p)
+    if not images and not report.problems:
+        report.problems.append(f"no images found in {root}; allowed extensions {', '.join(IMAGE_EXTENSIONS)}")
+    report.notes = _summarise(notes)
+    return report
+
+
+def format_problems(title: str, problems: Sequence[str]) -> str:
+    """One message listing every problem with a count."""
+    lines = "\n".join(f"  - {p}" for p in problems)
+    return f"{title}: {len(problems)} problem(s), nothing was restored:\n{lines}"
+
+
+def list_images(root: Path, skip_non_images: bool = False) -> list[Path]:
+    """The sorted, fully decodable image files directly under ``root``; raises
+    :class:`ImageFileError` listing every problem."""
+    report = check_folder(Path(root), image_size=0, skip_non_images=skip_non_images)
+    if report.problems:
+        raise ImageFileError(format_problems(str(root), report.problems))
+    return report.files

@@ -1,0 +1,94 @@
+"""Stop at a batch boundary on SIGUSR1 and requeue the SLURM job.
+
+SLURM sends ``SIGUSR1`` ahead of a job's time limit when the job asks for it
+(``#SBATCH --signal=USR1@90``), and ``scancel --signal=USR1 <job>`` sends it by hand.
+Lightning's own handler (``SLURMEnvironment(auto_requeue=True)``) saves a checkpoint and
+requeues at once, mid-batch; a restoration has nothing worth checkpointing (the prior is
+frozen, ``mu`` is per batch), and what is finished is already on disk, image by image. So
+:class:`RequeueOnSignal` replaces that handler while the Trainer runs: on the signal it only
+sets a flag; before the next batch starts (the previous one is then fully written) every rank
+stops, and rank 0 runs ``scontrol requeue`` when the process runs under SLURM. The requeued job
+re-runs the same command in the same folder, which skips the finished images.
+
+``fit`` stops through ``trainer.should_stop`` at the first step of a batch (the ranks agree
+through a collective, because Lightning's training loop needs them to take the same steps);
+``predict`` raises :class:`Requeued`, which the CLI turns into exit status 0.
+"""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+
+import lightning as L
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+
+
+class Requeued(Exception):
+    """The run stopped between two batches because SIGUSR1 arrived (the job was requeued)."""
+
+
+def slurm_job_id() -> str | None:
+    """The id ``scontrol requeue`` takes (``<array job>_<task>`` for array jobs), or None."""
+    array = os.environ.get("SLURM_ARRAY_JOB_ID")
+    job = f"{array}_{os.environ['SLURM_ARRAY_TASK_ID']}" if array and "SLURM_ARRAY_TASK_ID" in os.environ else os.environ.get("SLURM_JOB_ID")
+    return job if job and re.fullmatch(r"[0-9_]+", job) else None
+
+
+class RequeueOnSignal(L.Callback):
+    """On ``signum`` (default SIGUSR1): finish the current batch, stop, requeue the SLURM job.
+
+    Args:
+        requeue: run ``scontrol requeue`` (rank 0, only under SLURM).
+    """
+
+    def __init__(self, *, requeue: bool = True, signum: int = signal.SIGUSR1) -> None:
+        self.requeue, self.signum = bool(requeue), int(signum)
+        self.requested = False
+        self._previous = None
+
+    def _handler(self, signum, frame) -> None:
+        self.requested = True
+
+    def _install(self) -> None:
+        self.requested = False
+        if hasattr(signal, "SIGUSR1"):
+            self._previous = signal.signal(self.signum, self._handler)
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self._install()
+
+    def on_predict_start(self, trainer, pl_module) -> None:
+        self._install()
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        if self._previous is not None:
+            signal.signal(self.signum, self._previous)
+            self._previous = None
+
+    def _stop(self, trainer: L.Trainer) -> None:
+        job = slurm_job_id()
+        if trainer.is_global_zero and self.requeue and job is not None:
+            rank_zero_info(f"lightning-redd: signal {self.signum} received; requeueing SLURM job {job}")
+            result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+            if result.returncode != 0:
+                rank_zero_warn(f"scontrol requeue {job} failed ({result.returncode}): {result.stderr.strip()}")
+        else:
+            rank_zero_info(f"lightning-redd: signal {self.signum} received; stopping after the finished batches. "
+                           "Re-run the same command to restore the rest.")
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        repeats = max(1, int(getattr(pl_module, "num_iterates", 1)))
+        if batch_idx % repeats:
+            return
+        # every rank is at the first step of a batch here (equal step counts): agree on stopping
+        stop = trainer.strategy.reduce_boolean_decision(self.requested, all=False)
+        if stop and not trainer.should_stop:
+            self._stop(trainer)
+            trainer.should_stop = True
+
+    def on_predict_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        if self.requested:
+            self._stop(trainer)
+            raise Requeued(f"stopped before batch {batch_idx} on signal {self.signum}")

@@ -1,0 +1,96 @@
+"""A run's signature: the settings that decide its results, recorded in its output folder.
+
+Re-running a command in the same output folder resumes it; re-running it with settings that
+change results (the prior, operator, solver, data, seed, precision) would mix two runs'
+images in one folder, so it is refused with the differing keys. Settings that do not change
+any image's result are left out of the signature, so a resume may change them: the number of
+devices, nodes and workers, the strategy, the batch size (results do not depend on it),
+``data.limit``, logging and progress options.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lightning_redd import fsio
+from lightning_redd.data.outputs import RUN_CONFIG
+
+#: top-level sections (or single keys) that decide results
+DECIDING = ("model", "data", "seed_everything", "trainer.precision")
+#: keys inside those that do not change any image's result
+NOT_DECIDING = ("model.log_every", "data.batch_size", "data.num_workers", "data.limit", "data.output_dir", "data.repeats")
+
+
+class RunConfigMismatch(ValueError):
+    """The output folder holds a run made with different deciding settings."""
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists are values)."""
+    if isinstance(tree, dict):
+        out: dict[str, Any] = {}
+        for k, v in tree.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: tree}
+
+
+def signature(config: dict) -> dict[str, Any]:
+    """The deciding settings of a resolved config (a plain dict), as dotted keys.
+
+    ``data.root`` is made absolute, so the same folder named from another directory matches.
+    """
+    flat = flatten(json.loads(json.dumps(config, default=str)))  # plain values (tuples -> lists, paths -> str)
+    sig = {k: v for k, v in flat.items() if any(k == d or k.startswith(d + ".") for d in DECIDING)}
+    sig = {k: v for k, v in sig.items() if not any(k == n or k.startswith(n + ".") for n in NOT_DECIDING)}
+    if sig.get("data.root") is not None:
+        sig["data.root"] = str(Path(sig["data.root"]).expanduser().resolve())
+    return sig
+
+
+def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Human-readable lines for every key whose value differs (or exists on one side only)."""
+    lines = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key, "<unset>"), new.get(key, "<unset>")
+        if a != b:
+            lines.append(f"{key}: {a!r} there, {b!r} now")
+    return lines
+
+
+def read(root: Path) -> dict[str, Any] | None:
+    """The signature recorded in ``root`` (None if no run was recorded there)."""
+    path = Path(root) / RUN_CONFIG
+    if not path.is_file():
+        return None
+    with open(path) as fh:
+        doc = yaml.safe_load(fh) or {}
+    return dict(doc.get("signature", {}))
+
+
+def check(root: Path, sig: dict[str, Any]) -> None:
+    """Raise :class:`RunConfigMismatch` if ``root`` holds a run with other deciding settings."""
+    old = read(root)
+    if old is None:
+        return
+    diff = differences(old, sig)
+    if diff:
+        lines = "\n".join(f"  - {d}" for d in diff)
+        raise RunConfigMismatch(
+            f"the output folder {root} holds a run made with other settings ({RUN_CONFIG}), and resuming it with "
+            f"these would mix two runs' results. {len(diff)} setting(s) differ:\n{lines}\n"
+            "Fix: choose another --trainer.default_root_dir, re-run with the recorded settings to finish that run, "
+            "or add --overwrite true to delete that run's images, records and metrics.csv first."
+        )
+
+
+def write(root: Path, sig: dict[str, Any], config_yaml: str) -> Path:
+    """Record the run's signature and its full resolved config in ``root/run_config.yaml``."""
+    doc = yaml.safe_dump({"signature": sig}, sort_keys=True, default_flow_style=False)
+    text = ("# lightning-redd run record. 'signature' holds the settings that decide this folder's results: a run in\n"
+            "# this folder with other values is refused. 'config' is the full resolved config of the latest run.\n"
+            + doc + "config:\n" + "".join(f"  {line}\n" for line in config_yaml.splitlines()))
+    return fsio.atomic_write_text(Path(root) / RUN_CONFIG, text)
