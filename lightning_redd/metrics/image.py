@@ -5,8 +5,9 @@ Inputs are batches ``(B, C, H, W)``; ``data_range`` is the span of valid values 
 """
 from __future__ import annotations
 
+import math
+
 import torch
-import torch.nn.functional as F
 
 
 def _clip(x: torch.Tensor, lo: float, data_range: float) -> torch.Tensor:
@@ -14,7 +15,9 @@ def _clip(x: torch.Tensor, lo: float, data_range: float) -> torch.Tensor:
 
 
 def psnr(x: torch.Tensor, ref: torch.Tensor, *, data_range: float = 2.0, low: float = -1.0) -> torch.Tensor:
-    """Peak signal-to-noise ratio in dB per image, ``(B,)``: ``10 log10(range^2 / MSE)``.
+    """Peak signal-to-noise ratio in dB per image, ``(B,)`` float64: ``10 log10(range^2 / MSE)``.
+
+    ``x``, ``ref``: ``(B, C, H, W)`` in ``[low, low + data_range]`` (default ``[-1, 1]``).
 
     Values are clipped to ``[low, low + data_range]`` (default ``[-1, 1]``). Identical images
     give ``inf``.
@@ -25,11 +28,22 @@ def psnr(x: torch.Tensor, ref: torch.Tensor, *, data_range: float = 2.0, low: fl
     return 10.0 * torch.log10(data_range**2 / mse)
 
 
-def _gaussian_window(size: int, sigma: float, channels: int, device, dtype) -> torch.Tensor:
-    r = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2
-    g = torch.exp(-(r**2) / (2 * sigma**2))
-    g = g / g.sum()
-    return (g[:, None] * g[None, :]).expand(channels, 1, size, size).contiguous()
+def _gaussian_1d(size: int, sigma: float) -> list[float]:
+    w = [math.exp(-((i - (size - 1) / 2) ** 2) / (2 * sigma**2)) for i in range(size)]
+    return [v / sum(w) for v in w]
+
+
+def _gaussian_filter_valid(z: torch.Tensor, size: int, sigma: float) -> torch.Tensor:
+    """Per-channel Gaussian filter of ``(B, K, H, W)`` over the valid region: two 1-D passes
+    as weighted sums of shifted views (several times faster than float64 conv2d on a CPU)."""
+    g = _gaussian_1d(size, sigma)
+    for dim in (-2, -1):
+        n = z.shape[dim] - size + 1
+        out = z.narrow(dim, 0, n) * g[0]
+        for i in range(1, size):
+            out.add_(z.narrow(dim, i, n), alpha=g[i])
+        z = out
+    return z
 
 
 def ssim(
@@ -43,10 +57,12 @@ def ssim(
     k1: float = 0.01,
     k2: float = 0.03,
 ) -> torch.Tensor:
-    """Structural similarity (Wang et al. 2004) per image, ``(B,)``, averaged over channels.
+    """Structural similarity (Wang et al. 2004) per image, ``(B,)`` float64, averaged over channels.
+
+    ``x``, ``ref``: ``(B, C, H, W)`` in ``[low, low + data_range]`` (default ``[-1, 1]``), clipped to it.
 
     Gaussian window (size 11, sigma 1.5) over the valid region (no padding), constants
-    ``C1 = (k1 L)^2``, ``C2 = (k2 L)^2`` with ``L = data_range``, sample covariances — the
+    ``C1 = (k1 L)^2``, ``C2 = (k2 L)^2`` with ``L = data_range``, population (1/N) covariances: the
     settings of ``skimage.metrics.structural_similarity(gaussian_weights=True,
     use_sample_covariance=False)``. Images smaller than the window use a window of their size.
     """
@@ -55,15 +71,12 @@ def ssim(
     a, b = _clip(x, low, data_range), _clip(ref, low, data_range)
     c = a.shape[1]
     size = min(window, a.shape[-1], a.shape[-2])
-    w = _gaussian_window(size, sigma, c, a.device, a.dtype)
-
-    def filt(z: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(z, w, groups=c)
-
-    mu_a, mu_b = filt(a), filt(b)
-    var_a = filt(a * a) - mu_a**2
-    var_b = filt(b * b) - mu_b**2
-    cov = filt(a * b) - mu_a * mu_b
+    # local means of a, b, a^2, b^2, ab in one separable filtering pass
+    stats = _gaussian_filter_valid(torch.cat([a, b, a * a, b * b, a * b], dim=1), size, sigma)
+    mu_a, mu_b, e_aa, e_bb, e_ab = stats.split(c, dim=1)
+    var_a = e_aa - mu_a**2
+    var_b = e_bb - mu_b**2
+    cov = e_ab - mu_a * mu_b
     c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
     s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
     return s.flatten(1).mean(dim=1)
