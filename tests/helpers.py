@@ -65,3 +65,85 @@ class ConvPrior(DiffusionPrior):
 
     def predict_eps(self, x_t, t):
         return self.net(x_t) + self.time_bias[t].view(-1, 1, 1, 1)
+
+
+# --------------------------------------------------------------------------- CLI runs on tiny problems
+def make_images(folder, n: int = 3, size: int = 20, seed: int = 0):
+    """``n`` random RGB PNGs ``img{i}.png`` of ``size x (size + 4)`` in ``folder`` (created)."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        arr = (rng.random((size, size + 4, 3)) * 255).astype(np.uint8)
+        Image.fromarray(arr).save(folder / f"img{i}.png")
+    return folder
+
+
+def tiny_args(out, images, *extra: str, subcommand: str = "predict", size: int = 16, steps: int = 6) -> list[str]:
+    """A ``lightning-redd`` command on the tiny ConvPrior: random-pixel inpainting, RED-diff."""
+    return [
+        subcommand,
+        "--seed_everything", "0",
+        "--trainer.accelerator", "cpu",
+        "--trainer.devices", "1",
+        "--trainer.logger", "false",
+        "--trainer.enable_progress_bar", "false",
+        "--trainer.enable_model_summary", "false",
+        "--trainer.default_root_dir", str(out),
+        "--model.prior", "helpers.ConvPrior",
+        "--model.operator", "lightning_redd.operators.inpainting.Inpainting",
+        "--model.operator.init_args.mask", "random",
+        "--model.operator.init_args.drop_fraction", "0.4",
+        "--model.operator.init_args.sigma_y", "0.02",
+        "--model.solver", "lightning_redd.solvers.red_diff.RedDiff",
+        "--model.solver.init_args.num_steps", str(steps),
+        "--model.solver.init_args.order", "random",
+        "--data.root", str(images),
+        "--data.image_size", str(size),
+        *extra,
+    ]
+
+
+def output_files(root) -> dict[str, bytes]:
+    """Every file a run wrote that must be identical between runs (images, records, metrics)."""
+    from pathlib import Path
+
+    root = Path(root)
+    keep = [p for p in root.rglob("*") if p.is_file() and p.parts[len(root.parts)] in ("restored", "measured", "init", "records", "metrics.csv")]
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(keep)}
+
+
+class PoisonedInpainting(LinearOperator):
+    """Full-size masking whose forward is infinite for images named in ``poisoned`` (bound by
+    name), while their measurement stays finite: RED-diff's data-term gradient of such an
+    image is NaN, so its estimate diverges; every other image is plain inpainting."""
+
+    def __init__(self, *, poisoned: tuple[str, ...] = ("zbad",), drop_fraction: float = 0.3, sigma_y: float = 0.0) -> None:
+        super().__init__(sigma_y=sigma_y, channels=3)
+        self.poisoned, self.drop_fraction = tuple(poisoned), float(drop_fraction)
+        self.register_buffer("mask", None, persistent=False)
+        self.register_buffer("scale", None, persistent=False)
+
+    def bind(self, seeds, shape, names=None, device=None):
+        import copy
+
+        out = copy.copy(self)
+        out._buffers = dict(self._buffers)
+        masks = [(torch.rand(shape[1:], generator=torch.Generator().manual_seed(int(s))) > self.drop_fraction).float() for s in seeds]
+        out.mask = torch.stack(masks)[:, None].to(device)
+        out.scale = torch.tensor([float("inf") if n in self.poisoned else 1.0 for n in names]).view(-1, 1, 1, 1).to(device)
+        return out
+
+    def forward(self, x):
+        return x * self.mask * self.scale
+
+    def measure_clean(self, x):
+        return x * self.mask
+
+    def adjoint(self, y):
+        return y * self.mask
+
+    def pinv(self, y):
+        return y * self.mask

@@ -24,6 +24,7 @@ import csv
 import io
 import json
 import os
+import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -113,8 +114,12 @@ class RunFolder:
             existing = existing.parent
         if not existing.is_dir():
             return [f"output folder {self.root}: {existing} is not a folder; choose another trainer.default_root_dir"]
-        if not os.access(existing, os.W_OK | os.X_OK):
-            return [f"output folder {self.root} is not writable ({existing} denies writing); choose a writable "
+        try:  # a real probe: permissions, ACLs, read-only mounts and immutable folders all show here
+            fd, probe = tempfile.mkstemp(prefix=".lightning_redd_probe.", suffix=fsio.TMP_SUFFIX, dir=existing)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as err:
+            return [f"output folder {self.root} is not writable ({existing}: {err.strerror}); choose a writable "
                     "trainer.default_root_dir or fix its permissions"]
         return []
 

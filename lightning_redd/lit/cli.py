@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from lightning_redd.data.outputs import RunFolder
 from lightning_redd.lit import run_config
 from lightning_redd.lit.module import RestorationModule
 from lightning_redd.lit.strategy import ImageShardingStrategy, sharding_name
+from lightning_redd.lit.summary import format_summary
 
 #: Trainer defaults suited to restoration: one pass over the (repeated) batches, no
 #: checkpoints of the frozen prior, and autograd available inside predict.
@@ -57,8 +59,28 @@ class RunConfigCallback(SaveConfigCallback):
         run_config.write(root, run_config.signature(self.config.as_dict()), self.parser.dump(self.config, skip_none=False))
 
 
-def _several_processes(trainer: Namespace) -> bool:
-    """Whether the trainer settings ask for more than one process (devices x nodes)."""
+class LaunchMismatch(ValueError):
+    """srun started another number of tasks than the trainer settings ask for."""
+
+
+def check_slurm_tasks(trainer: Namespace) -> None:
+    """Under a SLURM job step, the tasks must equal devices x nodes: otherwise every task would
+    run its own single-process run in the same folder, each restoring every image."""
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    tasks = os.environ.get("SLURM_NTASKS")
+    if not tasks or not SLURMEnvironment.detect() or "SLURM_STEP_ID" not in os.environ:
+        return
+    wanted = _process_count(trainer)
+    if wanted != int(tasks):
+        raise LaunchMismatch(
+            f"srun started {tasks} tasks but the trainer asks for {wanted} process(es) (trainer.devices x trainer.num_nodes); "
+            "pass --trainer.devices <tasks per node> --trainer.num_nodes <nodes> after any --config (slurm/*.sbatch do)"
+        )
+
+
+def _process_count(trainer: Namespace) -> int:
+    """Processes the trainer settings ask for (devices x nodes)."""
     nodes, devices = int(trainer.get("num_nodes") or 1), trainer.get("devices", "auto")
     if isinstance(devices, (list, tuple)):
         count = len(devices)
@@ -68,7 +90,7 @@ def _several_processes(trainer: Namespace) -> bool:
         count = len([d for d in str(devices).split(",") if d.strip()])
     else:
         count = int(devices)
-    return count * nodes > 1
+    return count * nodes
 
 
 class ReddCLI(LightningCLI):
@@ -85,11 +107,12 @@ class ReddCLI(LightningCLI):
         trainer = cfg.trainer
         strategy = trainer.get("strategy", "auto")
         if isinstance(strategy, str):
-            mapped = sharding_name(strategy) or ("image_sharding" if strategy == "auto" and _several_processes(trainer) else None)
+            mapped = sharding_name(strategy) or ("image_sharding" if strategy == "auto" and _process_count(trainer) > 1 else None)
             if mapped:
                 trainer.strategy = mapped
         elif isinstance(strategy, Namespace) and strategy.get("class_path") == LIGHTNING_DDP_CLASS:
             strategy.class_path = f"{ImageShardingStrategy.__module__}.{ImageShardingStrategy.__name__}"
+        check_slurm_tasks(trainer)
         if self.subcommand in ("fit", "predict") and not cfg.get("overwrite"):
             root = Path(trainer.get("default_root_dir") or os.getcwd())
             run_config.check(root, run_config.signature(cfg.as_dict()))
@@ -135,7 +158,7 @@ def user_error(err: BaseException) -> BaseException | None:
         chain.append(err)
         err = err.__cause__ or err.__context__
     for e in reversed(chain):  # the root cause first
-        if isinstance(e, CheckpointError | run_config.RunConfigMismatch) or type(e).__name__ in ("InputProblems", "ImageFileError"):
+        if isinstance(e, CheckpointError | run_config.RunConfigMismatch | LaunchMismatch) or type(e).__name__ in ("InputProblems", "ImageFileError"):
             return e
         frames = traceback.extract_tb(e.__traceback__)
         ours = bool(frames) and "lightning_redd" in frames[-1].filename and not frames[-1].filename.endswith("cli.py")
@@ -157,6 +180,7 @@ def main(args=None) -> None:
     """Entry point of ``lightning-redd``: runs :func:`cli` and maps outcomes to exit statuses."""
     from lightning_redd.lit.requeue import Requeued
 
+    started = time.perf_counter()
     try:
         app = cli(args)
     except Requeued as err:
@@ -169,6 +193,8 @@ def main(args=None) -> None:
         print(f"lightning-redd: error: {cause}", file=sys.stderr)
         sys.exit(2)
     summary = _writer_summary(app) if app.subcommand in ("fit", "predict") else None
+    if summary is not None and app.trainer.is_global_zero:
+        print(format_summary(summary, time.perf_counter() - started), file=sys.stderr)
     if summary and summary["diverged"]:
         sys.exit(3)
 

@@ -19,6 +19,7 @@ Adam stay float32.
 from __future__ import annotations
 
 import contextlib
+import time
 
 import lightning as L
 import torch
@@ -68,6 +69,7 @@ class RestorationModule(L.LightningModule):
         self.automatic_optimization = False
         self._state: SolverState | None = None
         self._batch: dict | None = None
+        self._started = 0.0
         #: the last restored batch (set when a batch finishes, else None); see :meth:`result`
         self.emitted: dict | None = None
 
@@ -143,13 +145,15 @@ class RestorationModule(L.LightningModule):
             return torch.autocast(device_type=device.type, enabled=False)
         return contextlib.nullcontext()
 
-    def result(self, batch: dict, state: SolverState, y: torch.Tensor) -> dict:
+    def result(self, batch: dict, state: SolverState, y: torch.Tensor, seconds: float) -> dict:
         """The restored batch as the callbacks receive it (tensors detached, on the device):
-        ``names``, ``index``, ``x_hat``, ``x_init``, ``y``, ``x`` (or None), ``diverged`` (B,) bool."""
+        ``names``, ``index``, ``x_hat``, ``x_init``, ``y``, ``x`` (or None), ``diverged`` (B,) bool,
+        ``nfe`` (denoiser evaluations per image) and ``seconds`` (the solve's wall time per image)."""
         return {
             "names": list(batch["name"]), "index": batch["index"],
             "x_hat": self.solver.estimate(state), "x_init": state.x_init.detach(), "y": y.detach(),
             "x": batch["x"].detach().float() if "x" in batch else None, "diverged": state.diverged.detach(),
+            "nfe": int(state.nfe), "seconds": seconds / max(1, len(batch["name"])),
         }
 
     def stats_to_log(self, stats: dict[str, torch.Tensor], estimate: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
@@ -169,6 +173,7 @@ class RestorationModule(L.LightningModule):
         x = batch["x"]
         with self.solver_context(x.device):
             if iterate == 0:
+                self._started = time.perf_counter()
                 op, y = self.measure(batch)
                 self._batch = {"op": op, "y": y}
                 self._state = self.solver.init(y, op, self.prior, self.solver_generators(batch))
@@ -183,7 +188,7 @@ class RestorationModule(L.LightningModule):
         self.log_dict({f"train/{k}": v for k, v in self.stats_to_log(stats, estimate, batch).items()},
                       on_step=True, prog_bar=False, batch_size=x.shape[0])
         if iterate == self.num_iterates - 1:
-            self.emitted = self.result(batch, self._state, y)
+            self.emitted = self.result(batch, self._state, y, time.perf_counter() - self._started)
             self._state, self._batch = None, None
 
     def iterate_bar(self, batch_idx: int):
@@ -203,6 +208,7 @@ class RestorationModule(L.LightningModule):
         # predict runs under inference mode by default; the Adam step on mu needs autograd.
         with torch.inference_mode(False), torch.enable_grad(), self.solver_context(batch["x"].device):
             batch = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in batch.items()}
+            started = time.perf_counter()
             op, y = self.measure(batch)
             bar = self.iterate_bar(batch_idx)
 
@@ -220,5 +226,5 @@ class RestorationModule(L.LightningModule):
             finally:
                 if bar is not None:
                     bar.close()
-        self.emitted = self.result(batch, state, y)
+        self.emitted = self.result(batch, state, y, time.perf_counter() - started)
         return {"names": self.emitted["names"], "x_hat": self.emitted["x_hat"].cpu()}

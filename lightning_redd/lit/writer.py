@@ -11,6 +11,7 @@ from all records (one row per image, whatever the number of processes) and the r
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import lightning as L
@@ -18,6 +19,12 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 
 from lightning_redd.data.outputs import RunFolder
+
+
+def _mean(values: list[float]) -> float:
+    """The mean of the finite values (an identical image's PSNR is inf)."""
+    finite = [v for v in values if math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else float("nan")
 
 
 class RestorationWriter(L.Callback):
@@ -71,14 +78,15 @@ class RestorationWriter(L.Callback):
         index = emitted["index"].tolist()
         for i, name in enumerate(emitted["names"]):
             if diverged[i]:
-                self.run.write_record(name, {"status": "diverged", "index": index[i], "scores": {}})
+                self.run.write_record(name, {"status": "diverged", "index": index[i], "scores": {k: None for k in scores}})
                 continue
             self.run.write_image("restored", name, x_hat[i])
             if self.save_measured:
                 self.run.write_image("init", name, x_init[i])
                 if y.ndim == 4 and tuple(y.shape[1:]) == tuple(x_hat.shape[1:]):
                     self.run.write_image("measured", name, y[i])
-            self.run.write_record(name, {"status": "ok", "index": index[i], "scores": {k: float(v[i]) for k, v in scores.items()}})
+            self.run.write_record(name, {"status": "ok", "index": index[i], "scores": {k: float(v[i]) for k, v in scores.items()},
+                                         "nfe": emitted.get("nfe")})
             self.written += 1
 
     def _on_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -106,16 +114,18 @@ class RestorationWriter(L.Callback):
         diverged = sorted(n for n, r in records.items() if r["status"] == "diverged")
         ok = [r for r in records.values() if r["status"] == "ok"]
         columns = sorted({k for r in ok for k in r.get("scores", {})})
-        means = {c: sum(r["scores"][c] for r in ok if c in r["scores"]) / max(1, sum(c in r["scores"] for r in ok)) for c in columns}
+        means = {c: _mean([r["scores"][c] for r in ok if c in r["scores"]]) for c in columns}
         self.summary = {"folder": str(self.run.root), "images": len(records), "ok": len(ok), "written": int(written),
                         "diverged": diverged, "means": means}
-        if diverged:
-            shown = ", ".join(diverged[:20]) + (f" and {len(diverged) - 20} more" if len(diverged) > 20 else "")
-            rank_zero_info(f"lightning-redd: {len(diverged)} of {len(records)} images diverged (non-finite estimate; "
-                           f"no image written, status=diverged in metrics.csv): {shown}")
 
     def on_train_end(self, trainer, pl_module) -> None:
         self.finish(trainer)
 
     def on_predict_end(self, trainer, pl_module) -> None:
         self.finish(trainer)
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        """A run with nothing left to restore skips the loop's end hooks: finish here (not after
+        an error, when another rank may never reach the barrier)."""
+        if self.summary is None and self.run is not None and stage in ("fit", "predict") and not trainer.interrupted:
+            self.finish(trainer)

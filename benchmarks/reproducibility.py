@@ -1,0 +1,92 @@
+"""How far a restoration depends on batch layout and process count: the figures behind the
+README's reproducibility statement.
+
+Runs the demo config (``configs/demo.yaml``) as ``predict`` and ``fit`` with batch 4 and
+batch 1 on one process, and with 2 gloo processes, in fresh processes, and compares every
+run to the 1-process batch-4 ``predict``: the largest difference of the float estimate (read
+back from the 16-bit-exact ``restored`` PNGs is not enough, so each run also dumps its float
+results), the largest 8-bit pixel difference, the fraction of differing pixels, and the
+largest PSNR difference. Also times each run (images per second, whole command).
+
+    python benchmarks/reproducibility.py --out /tmp/repro [--steps 200]
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+NAMES = ["chelsea", "chelsea_face", "coffee", "motorcycle"]
+RUNS = {
+    "predict, 1 process, batch 4": ("predict", ["--data.batch_size", "4"]),
+    "predict, 1 process, batch 1": ("predict", ["--data.batch_size", "1"]),
+    "predict, 2 processes, batch 4": ("predict", ["--data.batch_size", "4", "--trainer.devices", "2", "--trainer.strategy", "ddp"]),
+    "fit, 1 process, batch 4": ("fit", ["--data.batch_size", "4"]),
+    "fit, 2 processes, batch 4": ("fit", ["--data.batch_size", "4", "--trainer.devices", "2", "--trainer.strategy", "ddp"]),
+}
+#: writes each image's float estimate next to its PNG, through the writer's own hook
+DUMP = (
+    "import sys, torch; from lightning_redd.lit import writer as w; o = w.RestorationWriter.write\n"
+    "def spy(self, trainer, emitted):\n"
+    "    o(self, trainer, emitted)\n"
+    "    for i, n in enumerate(emitted['names']): torch.save(emitted['x_hat'][i].cpu(), self.run.root / f'{n}.x_hat.pt')\n"
+    "w.RestorationWriter.write = spy\n"
+    "from lightning_redd.lit.cli import main; sys.argv = ['lightning-redd'] + sys.argv[1:]; main()\n"
+)
+
+
+def run(out: Path, subcommand: str, extra: list[str], steps: int) -> float:
+    argv = [sys.executable, "-c", DUMP, subcommand, "--config", "configs/demo.yaml", "--trainer.default_root_dir", str(out),
+            "--trainer.enable_progress_bar", "false", "--model.solver.init_args.num_steps", str(steps), *extra]
+    start = time.perf_counter()
+    subprocess.run(argv, cwd=ROOT, check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def compare(ref: Path, other: Path) -> dict:
+    import torch
+
+    psnr = {r["name"]: float(r["psnr"]) for r in csv.DictReader(open(ref / "metrics.csv"))}
+    psnr_o = {r["name"]: float(r["psnr"]) for r in csv.DictReader(open(other / "metrics.csv"))}
+    dx, dpx, frac = 0.0, 0, []
+    for n in NAMES:
+        a, b = torch.load(ref / f"{n}.x_hat.pt"), torch.load(other / f"{n}.x_hat.pt")
+        dx = max(dx, float((a - b).abs().max()))
+        pa = np.asarray(Image.open(ref / "restored" / f"{n}.png")).astype(int)
+        pb = np.asarray(Image.open(other / "restored" / f"{n}.png")).astype(int)
+        dpx = max(dpx, int(np.abs(pa - pb).max()))
+        frac.append(float((pa != pb).mean()))
+    return {"max_abs_float": dx, "max_pixel_levels": dpx, "fraction_pixels_differing": float(np.mean(frac)),
+            "max_psnr_db": max(abs(psnr[n] - psnr_o[n]) for n in NAMES)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--steps", type=int, default=200)
+    args = ap.parse_args()
+    results = {}
+    for i, (label, (sub, extra)) in enumerate(RUNS.items()):
+        seconds = run(args.out / f"run{i}", sub, extra, args.steps)
+        results[label] = {"seconds": seconds, "images_per_second": len(NAMES) / seconds}
+        print(f"{label}: {seconds:.1f} s", flush=True)
+    ref = args.out / "run0"
+    for i, label in enumerate(RUNS):
+        results[label].update(compare(ref, args.out / f"run{i}"))
+    print(f"\n{'run':32s} {'s':>7s} {'img/s':>6s} {'max|dx|':>9s} {'px':>3s} {'%px':>7s} {'dPSNR':>7s}")
+    for label, r in results.items():
+        print(f"{label:32s} {r['seconds']:7.1f} {r['images_per_second']:6.3f} {r['max_abs_float']:9.2e} "
+              f"{r['max_pixel_levels']:3d} {100 * r['fraction_pixels_differing']:6.3f}% {r['max_psnr_db']:7.4f}")
+    (args.out / "reproducibility.json").write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
