@@ -107,11 +107,13 @@ def tiny_args(out, images, *extra: str, subcommand: str = "predict", size: int =
 
 
 def output_files(root) -> dict[str, bytes]:
-    """Every file a run wrote that must be identical between runs (images, records, metrics)."""
+    """Every file a run wrote that must be identical between runs: images, records, grids and
+    metrics.csv (not summary.json, which counts what this attempt restored, nor the logs)."""
     from pathlib import Path
 
     root = Path(root)
-    keep = [p for p in root.rglob("*") if p.is_file() and p.parts[len(root.parts)] in ("restored", "measured", "init", "records", "metrics.csv")]
+    kept = ("restored", "measured", "init", "records", "grids", "evolution", "metrics.csv")
+    keep = [p for p in root.rglob("*") if p.is_file() and p.parts[len(root.parts)] in kept]
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(keep)}
 
 

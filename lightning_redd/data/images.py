@@ -14,7 +14,9 @@ Pixel formats:
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -112,6 +114,15 @@ def _summarise(notes: dict[str, list[str]]) -> list[str]:
     return out
 
 
+def _decode_for_check(path: Path) -> tuple[tuple[int, int], str | None, str | None]:
+    """``(size, note, problem)`` of one file, decoded completely."""
+    try:
+        im, note = _open_pixels(path)
+    except ImageFileError as err:
+        return (0, 0), None, str(err)
+    return im.size, note, None
+
+
 def check_folder(root: Path, *, image_size: int, skip_non_images: bool = False, limit: int | None = None) -> FolderReport:
     """Decode every image directly under ``root`` and report all problems at once.
 
@@ -139,15 +150,15 @@ def check_folder(root: Path, *, image_size: int, skip_non_images: bool = False, 
     report.problems += [f"{', '.join(v)}: share the name stem {k!r}, and outputs are named by stem; rename all but one"
                         for k, v in stems.items() if len(v) > 1]
     notes: dict[str, list[str]] = {}
-    for p in images:
-        try:
-            im, note = _open_pixels(p)
-        except ImageFileError as err:
-            report.problems.append(str(err))
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # decoding releases the GIL
+        decoded = list(pool.map(_decode_for_check, images))
+    for p, (size, note, problem) in zip(images, decoded):
+        if problem:
+            report.problems.append(problem)
             continue
         if note:
             notes.setdefault(note, []).append(p.name)
-        if min(im.size) < image_size:
+        if min(size) < image_size:
             notes.setdefault(f"smaller than {image_size}x{image_size} (upscaled)", []).append(p.name)
         report.files.append(p)
     if not images and not report.problems:

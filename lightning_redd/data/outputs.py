@@ -5,7 +5,12 @@ Layout under the output folder (``trainer.default_root_dir``)::
     restored/<name>.png    the restored image (clipped to [-1, 1], 8-bit)
     measured/<name>.png    the measurement, when it is an image of the input's size
     init/<name>.png        the solver's starting estimate
-    records/<name>.json    the image's record: status, scores, files; written LAST
+    records/<name>.json    the image's record: status, scores; written LAST
+    records/<name>.arrays.safetensors   per-image features for dataset-level metrics (KID/FID), if any
+    summary.json           counts, mean scores and dataset-level metrics of the folder's images
+    grids/<first name>.png one comparison grid per batch: measurement | initial | restored | truth
+    evolution/<name>.png   (opt-in) the estimate every few iterates, as a strip and a .gif
+    plots/psnr.png         PSNR against the iterate, from the CSV logger (needs matplotlib)
     metrics.csv            one row per image, merged from the records at the end of a run
     run_config.yaml        the run's resolved config (written by the CLI)
 
@@ -34,9 +39,11 @@ from PIL import Image
 from lightning_redd import fsio
 
 IMAGE_DIRS = ("restored", "measured", "init")
+PICTURE_DIRS = ("grids", "evolution", "plots")
 RECORDS = "records"
 METRICS = "metrics.csv"
 RUN_CONFIG = "run_config.yaml"
+SUMMARY = "summary.json"
 STATUSES = ("ok", "diverged")
 #: columns every metrics.csv starts with; score columns follow in the order first seen
 BASE_FIELDS = ("name", "status")
@@ -86,7 +93,7 @@ class RunFolder:
 
     @property
     def folders(self) -> list[Path]:
-        return [self.root, self.root / RECORDS] + [self.root / k for k in IMAGE_DIRS]
+        return [self.root, self.root / RECORDS] + [self.root / k for k in IMAGE_DIRS + PICTURE_DIRS]
 
     # ------------------------------------------------------------------ checks (before any compute)
     def problems(self, inputs: Iterable[Path] = ()) -> list[str]:
@@ -166,6 +173,30 @@ class RunFolder:
         data = png_bytes(x)
         return fsio.atomic_write(self.image_path(kind, name), lambda fh: fh.write(data))
 
+    def arrays_path(self, name: str) -> Path:
+        return self.root / RECORDS / f"{name}.arrays.safetensors"
+
+    def write_arrays(self, name: str, arrays: dict[str, torch.Tensor]) -> Path:
+        """Per-image feature vectors (e.g. Inception features for KID/FID), before the record."""
+        from safetensors.torch import save
+
+        data = save({k: v.detach().float().cpu().contiguous() for k, v in arrays.items()})
+        return fsio.atomic_write(self.arrays_path(name), lambda fh: fh.write(data))
+
+    def read_arrays(self, name: str) -> dict[str, torch.Tensor]:
+        from safetensors.torch import load_file
+
+        path = self.arrays_path(name)
+        return load_file(str(path)) if path.is_file() else {}
+
+    def write_picture(self, relative: str, x: torch.Tensor | bytes) -> Path:
+        """A picture for people (``grids/``, ``evolution/``, ``plots/``): ``(C, H, W)`` in
+        ``[-1, 1]`` saved as PNG, or ready-made file bytes."""
+        if Path(relative).parts[0] not in PICTURE_DIRS:
+            raise ValueError(f"pictures go under {PICTURE_DIRS}, got {relative!r}")
+        data = x if isinstance(x, bytes) else png_bytes(x)
+        return fsio.atomic_write(self.root / relative, lambda fh: fh.write(data))
+
     def write_record(self, name: str, record: dict) -> Path:
         """Write ``records/<name>.json`` (the last write of an image)."""
         if record.get("status") not in STATUSES:
@@ -199,13 +230,13 @@ class RunFolder:
         """Delete what a run wrote here (images, records, metrics.csv, run_config.yaml; only
         those files, never other files or folders); returns how many files were removed."""
         removed = 0
-        for folder in [self.root / RECORDS] + [self.root / k for k in IMAGE_DIRS]:
+        for folder in [self.root / RECORDS] + [self.root / k for k in IMAGE_DIRS + PICTURE_DIRS]:
             if folder.is_dir():
                 for p in folder.iterdir():
-                    if p.is_file() and (p.suffix in (".png", ".json") or fsio.is_temporary(p)):
+                    if p.is_file() and (p.suffix in (".png", ".gif", ".json", ".safetensors") or fsio.is_temporary(p)):
                         p.unlink()
                         removed += 1
-        for name in (METRICS, RUN_CONFIG):
+        for name in (METRICS, RUN_CONFIG, SUMMARY):
             if (self.root / name).is_file():
                 (self.root / name).unlink()
                 removed += 1

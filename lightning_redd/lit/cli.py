@@ -176,13 +176,30 @@ def _writer_summary(app: ReddCLI) -> dict | None:
     return None
 
 
+#: subcommands that are not Lightning runs: name -> "module:function" taking argv, returning a status
+COMMANDS = {
+    "evaluate": "lightning_redd.lit.commands:evaluate_main",
+    "compare": "lightning_redd.lit.compare:main",
+}
+
+
+def run_command(name: str, argv: list[str]) -> int:
+    import importlib
+
+    module, function = COMMANDS[name].split(":")
+    return int(getattr(importlib.import_module(module), function)(argv) or 0)
+
+
 def main(args=None) -> None:
     """Entry point of ``lightning-redd``: runs :func:`cli` and maps outcomes to exit statuses."""
     from lightning_redd.lit.requeue import Requeued
 
+    argv = list(sys.argv[1:] if args is None else args)
+    if argv and argv[0] in COMMANDS:
+        sys.exit(run_command(argv[0], argv[1:]))
     started = time.perf_counter()
     try:
-        app = cli(args)
+        app = cli(None if args is None else argv)
     except Requeued as err:
         print(f"lightning-redd: {err}; the finished images are on disk", file=sys.stderr)
         sys.exit(0)

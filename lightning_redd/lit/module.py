@@ -43,6 +43,8 @@ class RestorationModule(L.LightningModule):
         operator: the forward model (a template; per-image parameters are bound per batch).
         solver: the algorithm (default: RED-diff with its defaults).
         log_every: in ``predict``, log statistics every this many iterates (0: only at the end).
+        evolution_every: keep the estimate every this many iterates (0: off); the writer saves
+            each image's frames as ``evolution/<name>.png`` (a strip) and ``.gif``.
     """
 
     def __init__(
@@ -52,6 +54,7 @@ class RestorationModule(L.LightningModule):
         prior: DiffusionPrior | None = None,
         solver: Solver | None = None,
         log_every: int = 0,
+        evolution_every: int = 0,
     ) -> None:
         super().__init__()
         if prior is None:
@@ -65,7 +68,10 @@ class RestorationModule(L.LightningModule):
         self.prior = prior.eval().requires_grad_(False)
         self.operator = operator
         self.solver = solver
-        self.log_every = int(log_every)
+        if log_every < 0 or evolution_every < 0:
+            raise ValueError(f"log_every and evolution_every must be >= 0, got {log_every}, {evolution_every}")
+        self.log_every, self.evolution_every = int(log_every), int(evolution_every)
+        self._frames: list[torch.Tensor] = []
         self.automatic_optimization = False
         self._state: SolverState | None = None
         self._batch: dict | None = None
@@ -154,7 +160,17 @@ class RestorationModule(L.LightningModule):
             "x_hat": self.solver.estimate(state), "x_init": state.x_init.detach(), "y": y.detach(),
             "x": batch["x"].detach().float() if "x" in batch else None, "diverged": state.diverged.detach(),
             "nfe": int(state.nfe), "seconds": seconds / max(1, len(batch["name"])),
+            "evolution": self._frames if self.evolution_every else None,
         }
+
+    def keep_frame(self, k: int, state: SolverState) -> None:
+        """Keep the estimate after iterate ``k`` for the evolution pictures (and ``x_init`` first)."""
+        if not self.evolution_every:
+            return
+        if k == 0:
+            self._frames = [state.x_init.detach().float().cpu()]
+        if (k + 1) % self.evolution_every == 0 or k == self.num_iterates - 1:
+            self._frames.append(self.solver.estimate(state).float().cpu())
 
     def stats_to_log(self, stats: dict[str, torch.Tensor], estimate: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
         """Batch means of the solver's statistics and the PSNR against ``x`` (0-dim tensors,
@@ -185,6 +201,7 @@ class RestorationModule(L.LightningModule):
             op, y = self._batch["op"], self._batch["y"]
             stats = self.solver.step(self._state, y, op, self.prior)
             estimate = self.solver.estimate(self._state)
+            self.keep_frame(iterate, self._state)
         self.log_dict({f"train/{k}": v for k, v in self.stats_to_log(stats, estimate, batch).items()},
                       on_step=True, prog_bar=False, batch_size=x.shape[0])
         if iterate == self.num_iterates - 1:
@@ -215,6 +232,7 @@ class RestorationModule(L.LightningModule):
             def callback(k: int, state: SolverState, stats: dict) -> None:
                 if bar is not None:
                     bar.update(1)
+                self.keep_frame(k, state)
                 last = k == self.num_iterates - 1
                 if self.logger is not None and (last or (self.log_every and (k + 1) % self.log_every == 0)):
                     logged = self.stats_to_log(stats, self.solver.estimate(state), batch)

@@ -15,6 +15,8 @@ def format_summary(summary: dict, seconds: float) -> str:
     if summary["means"]:
         means = ", ".join(f"{k} {v:.4f}" for k, v in summary["means"].items())
         lines.append(f"  mean over {summary['ok']} restored image(s): {means}")
+    if summary.get("dataset"):
+        lines.append("  dataset: " + ", ".join(f"{k} {v:.4g}" for k, v in summary["dataset"].items()))
     if diverged:
         shown = ", ".join(diverged[:20]) + (f" and {len(diverged) - 20} more" if len(diverged) > 20 else "")
         lines.append(f"  {len(diverged)} of {summary['images']} images diverged (non-finite estimate; no image written, "

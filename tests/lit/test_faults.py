@@ -79,8 +79,9 @@ def crash_setup(tmp_path_factory):
     return tmp, images, output_files(tmp / "reference")
 
 
-# writes of the run: run_config.yaml, then per image restored, init, measured, record; metrics.csv
-WRITES = 1 + 2 * 4 + 1
+# writes of the run (batch 1): run_config.yaml; per batch the image's restored, init and
+# measured PNGs, the batch's grid, the image's record; then metrics.csv and summary.json
+WRITES = 1 + 2 * 5 + 2
 
 
 @pytest.mark.parametrize("phase", ["during", "after"])
@@ -107,7 +108,7 @@ def test_sigkill_mid_run_then_rerun(crash_setup, tmp_path):
     image's restored PNG write (a stale temporary file), once between the first image's PNGs and
     its record."""
     tmp, images, reference = crash_setup
-    for k, phase in ((6, "during"), (5, "before")):  # write 6: img1's restored PNG; 5: img0's record
+    for k, phase in ((7, "during"), (6, "before")):  # write 7: img1's restored PNG; 6: img0's record
         out = tmp_path / f"kill_{k}"
         argv = tiny_args(out, images, "--data.batch_size", "1", steps=3)
         runner = [sys.executable, str(Path(__file__).with_name("crash_runner.py")), str(k), phase, *argv]

@@ -166,3 +166,22 @@ def test_mask_file_of_wrong_size_is_named(tmp_path):
 def test_missing_folder_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="data.root"):
         cli(args(tmp_path, tmp_path / "nowhere", "bad"))
+
+
+def test_lightning_checkpoints_leave_the_frozen_prior_out(tmp_path):
+    """A Lightning checkpoint of the module holds no prior weights (the prior is reloaded from
+    its own file), and loading such a checkpoint restores the module's own prior."""
+    from lightning_redd.lit.module import RestorationModule
+
+    images = make_images(tmp_path / "in", n=1)
+    app = cli(args(tmp_path, images, "fit", subcommand="fit"))
+    path = tmp_path / "module.ckpt"
+    app.trainer.save_checkpoint(path)
+    ckpt = torch.load(path, weights_only=True)
+    assert not [k for k in ckpt["state_dict"] if k.startswith("prior.")]
+    module = app.model
+    before = {k: v.clone() for k, v in module.prior.state_dict().items()}
+    module.on_load_checkpoint(ckpt)
+    module.load_state_dict(ckpt["state_dict"], strict=True)
+    assert all(torch.equal(before[k], v) for k, v in module.prior.state_dict().items())
+    assert isinstance(module, RestorationModule)

@@ -1,54 +1,9 @@
-"""Randomly initialised weight files for the learned metrics (nothing is downloaded).
-
-Conv weights are drawn He-normal (``std = sqrt(2 / fan_in)``) so that features keep a useful
-scale through deep networks; everything else keeps torch's default initialisation.
-"""
+"""Tests never see (or write to) the user's torch hub folder; the random weight files are
+shared fixtures of tests/conftest.py."""
 import pytest
-import torch
-import torchvision
-
-
-def _he_normal(state: dict, seed: int) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    out = {}
-    for k, v in state.items():
-        if v.ndim == 4 and v.is_floating_point():
-            out[k] = torch.randn(v.shape, generator=g) * (2.0 / v[0].numel()) ** 0.5
-        else:
-            out[k] = v.clone()
-    return out
 
 
 @pytest.fixture(autouse=True)
 def _no_user_torch_home(tmp_path, monkeypatch):
     """Tests never see (or write to) the user's torch hub folder."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-
-
-@pytest.fixture(scope="session")
-def alexnet_weights(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("w") / "alexnet-owt-7be5be79.pth"
-    torch.save(_he_normal(torchvision.models.alexnet(weights=None).state_dict(), 1), path)
-    return path
-
-
-@pytest.fixture(scope="session")
-def inception_weights(tmp_path_factory):
-    """A state dict with the layout of torch-fidelity's FID Inception (torchvision's
-    Inception3 keys with 1008 classes and no auxiliary head)."""
-    torch.manual_seed(0)
-    net = torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=False, num_classes=1008)
-    path = tmp_path_factory.mktemp("w") / "weights-inception-2015-12-05-6726825d.pth"
-    torch.save(_he_normal(net.state_dict(), 2), path)
-    return path
-
-
-@pytest.fixture(scope="session")
-def resnet_weights(tmp_path_factory):
-    timm = pytest.importorskip("timm")
-    torch.manual_seed(0)
-    net = timm.create_model("resnet18.tv_in1k", pretrained=False)
-    path = tmp_path_factory.mktemp("w") / "resnet18-f37072fd.pth"
-    torch.save(_he_normal(net.state_dict(), 3), path)
-    return path
