@@ -3,6 +3,7 @@ networks: the paper's 552 M-parameter prior is only type-checked here)."""
 from __future__ import annotations
 
 import inspect
+import re
 from pathlib import Path
 
 import pytest
@@ -125,7 +126,8 @@ def test_paper_config_composes_with_its_prior_fragment(dataset, task):
     assert c.model.solver.class_path == "lightning_redd.solvers.red_diff.RedDiff"
     assert (c.model.solver.init_args.num_steps, c.model.solver.init_args.lr, c.model.solver.init_args.lam) == (1000, lr, 0.25)
     assert c.data.image_size == 256 and c.data.batch_size == 4 and c.seed_everything == 0
-    assert c.trainer.default_root_dir == f"outputs/{dataset}/{task}" and c.trainer.logger is None
+    # no fixed folder: each composition gets its own (config names + a hash of the settings)
+    assert re.fullmatch(rf"outputs/adm_{dataset}\+{task}-[0-9a-f]{{8}}", c.trainer.default_root_dir) and c.trainer.logger is None
     assert "save_dir" not in path.read_text()
     # alone, the task file names only the prior's class: it cannot silently run another prior
     alone = parse(path).parsed.predict.model.prior

@@ -23,6 +23,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 
+from lightning_redd import resources
 from lightning_redd.data.images import RESIZE_MODES, check_folder, format_problems, list_images, load_image  # noqa: F401 (re-exported)
 from lightning_redd.data.outputs import RunFolder
 from lightning_redd.data.sampling import Key, ShardedBatches
@@ -68,7 +69,8 @@ class ImageFolderData(L.LightningDataModule):
     """Images of one folder, to be restored.
 
     Args:
-        root: folder of png/jpg/... images (non-recursive).
+        root: folder of png/jpg/... images (non-recursive); ``package:demo`` is the bundled demo
+            folder (see :mod:`lightning_redd.resources`).
         image_size: side of the square images the prior expects (e.g. 64 for the embedded
             prior, 256 for the ADM ImageNet/FFHQ models).
         resize: how an image becomes ``image_size`` square: center_crop_resize, resize,
@@ -109,7 +111,7 @@ class ImageFolderData(L.LightningDataModule):
             raise ValueError("need image_size >= 8, batch_size >= 1, seed >= 0 and limit >= 1 (or null)")
         if repeats is not None and repeats < 1:
             raise ValueError(f"repeats must be >= 1 (the solver's iterates), got {repeats}")
-        self.root, self.image_size, self.resize, self.channels = Path(root), image_size, resize, channels
+        self.root, self.image_size, self.resize, self.channels = resources.resolve_data(root), image_size, resize, channels
         self.batch_size, self.seed, self.limit = batch_size, seed, limit
         self.skip_non_images, self.num_workers = skip_non_images, num_workers
         self.output_dir, self.repeats = output_dir, repeats

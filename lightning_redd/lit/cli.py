@@ -32,10 +32,17 @@ import torch
 from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
+import lightning_redd.lit.metrics_callback  # noqa: F401  (short names for --trainer.callbacks+=)
+import lightning_redd.operators.registry  # noqa: F401  (every operator: short names and --help for them)
+import lightning_redd.priors  # noqa: F401  (every prior)
+import lightning_redd.solvers.all  # noqa: F401  (every solver)
+from lightning_redd import resources
 from lightning_redd.data.folder import ImageFolderData
 from lightning_redd.data.outputs import RunFolder
-from lightning_redd.lit import run_config
+from lightning_redd.lit import quiet, run_config
 from lightning_redd.lit.module import RestorationModule
+from lightning_redd.lit.parser import ReddParser
+from lightning_redd.lit.progress import RestorationProgressBar
 from lightning_redd.lit.strategy import ImageShardingStrategy, sharding_name
 from lightning_redd.lit.summary import format_summary
 
@@ -113,9 +120,13 @@ class ReddCLI(LightningCLI):
         elif isinstance(strategy, Namespace) and strategy.get("class_path") == LIGHTNING_DDP_CLASS:
             strategy.class_path = f"{ImageShardingStrategy.__module__}.{ImageShardingStrategy.__name__}"
         check_slurm_tasks(trainer)
-        if self.subcommand in ("fit", "predict") and not cfg.get("overwrite"):
-            root = Path(trainer.get("default_root_dir") or os.getcwd())
-            run_config.check(root, run_config.signature(cfg.as_dict()))
+        if self.subcommand in ("fit", "predict"):
+            sig = run_config.signature(cfg.as_dict())
+            if not trainer.get("default_root_dir"):
+                configs = [str(c) for c in (cfg.get("config") or [])]
+                trainer.default_root_dir = str(Path("outputs") / run_config.folder_name(sig, configs))
+            if not cfg.get("overwrite"):
+                run_config.check(Path(trainer.default_root_dir), sig)
 
     def instantiate_trainer(self, **kwargs):
         """Default logger: a CSV logger under ``<default_root_dir>/logs``."""
@@ -127,6 +138,15 @@ class ReddCLI(LightningCLI):
             kwargs["logger"] = CSVLogger(save_dir=root, name="logs")
         return super().instantiate_trainer(**kwargs)
 
+    def _instantiate_trainer(self, config: dict, callbacks: list):
+        """Our progress bar (images, with the iterates nested) unless one is configured."""
+        from lightning.pytorch.callbacks.progress.progress_bar import ProgressBar
+
+        configured = list(config.get("callbacks") or []) + list(callbacks)
+        if config.get("enable_progress_bar", True) is not False and not any(isinstance(c, ProgressBar) for c in configured):
+            callbacks = [*callbacks, RestorationProgressBar()]
+        return super()._instantiate_trainer(config, callbacks)
+
     def predict(self, model, datamodule=None, return_predictions=None, ckpt_path=None, **kwargs):
         """``predict`` keeping no predictions in memory (the writer saves them)."""
         return self.trainer.predict(
@@ -134,14 +154,38 @@ class ReddCLI(LightningCLI):
         )
 
 
+def with_bundled_configs(argv: list[str]) -> list[str]:
+    """``--config NAME`` (or ``-c``, ``--config=NAME``) of a file that does not exist here
+    becomes the bundled config of that name (:func:`lightning_redd.resources.resolve_config`)."""
+    out, take = [], False
+    for arg in argv:
+        if take:
+            out.append(resources.resolve_config(arg))
+            take = False
+        elif arg in ("--config", "-c"):
+            out.append(arg)
+            take = True
+        elif arg.startswith("--config="):
+            out.append("--config=" + resources.resolve_config(arg[len("--config="):]))
+        else:
+            out.append(arg)
+    return out
+
+
 def cli(args=None, run: bool = True) -> ReddCLI:
     """Build (and by default run) the CLI; ``args`` as a list or dict, for tests. Errors propagate."""
+    quiet.install()
+    if isinstance(args, list):
+        args = with_bundled_configs(args)
+    elif args is None and any(a in ("--config", "-c") or a.startswith("--config=") for a in sys.argv[1:]):
+        sys.argv[1:] = with_bundled_configs(sys.argv[1:])
     return ReddCLI(
         RestorationModule,
         ImageFolderData,
         trainer_defaults=TRAINER_DEFAULTS,
         save_config_callback=RunConfigCallback,
         save_config_kwargs={"overwrite": True},
+        parser_class=ReddParser,
         args=args,
         run=run,
     )
@@ -176,8 +220,24 @@ def _writer_summary(app: ReddCLI) -> dict | None:
     return None
 
 
+OVERVIEW = """usage: lightning-redd COMMAND [options]
+
+Restore images with RED-diff (or a baseline) and a diffusion prior.
+
+  predict   restore a folder: the whole solve of each batch in one predict step
+  fit       the same, one solver iterate per training step (watch it converge; iterate callbacks)
+  evaluate  score any two folders (restored vs reference) matched by file stem
+  compare   several solvers on the same images, masks and noise: one table and one figure
+  list      tasks, solvers and priors with the config fragment of each; every bundled config
+
+  lightning-redd predict --config demo                  # the bundled demo, from any folder
+  lightning-redd predict --config demo --config task/sr_block --config solver/ddrm
+  lightning-redd predict --help                         # every option; --model.solver.help RedDiff for one class
+"""
+
 #: subcommands that are not Lightning runs: name -> "module:function" taking argv, returning a status
 COMMANDS = {
+    "list": "lightning_redd.lit.commands:list_main",
     "evaluate": "lightning_redd.lit.commands:evaluate_main",
     "compare": "lightning_redd.lit.compare:main",
 }
@@ -197,6 +257,9 @@ def main(args=None) -> None:
     argv = list(sys.argv[1:] if args is None else args)
     if argv and argv[0] in COMMANDS:
         sys.exit(run_command(argv[0], argv[1:]))
+    if not argv or argv[0] in ("-h", "--help"):
+        print(OVERVIEW)
+        sys.exit(0)
     started = time.perf_counter()
     try:
         app = cli(None if args is None else argv)

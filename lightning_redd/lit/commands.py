@@ -69,3 +69,56 @@ def format_table(rows: list[dict]) -> str:
     for r in rows:
         writer.writerow({k: (v if k == "name" else f"{float(v):.4f}") for k, v in r.items()})
     return buf.getvalue()
+
+
+def _first_comment(path: Path) -> str:
+    for line in path.read_text().splitlines():
+        if line.startswith("#"):
+            return line.lstrip("# ").strip()
+    return ""
+
+
+def _section(title: str, rows: list[tuple[str, str, str]], how: str) -> list[str]:
+    width = max((len(r[0]) for r in rows), default=0)
+    cls = max((len(r[1]) for r in rows), default=0)
+    return [f"{title} ({how})"] + [f"  {n:<{width}}  {c:<{cls}}  {d}" for n, c, d in rows] + [""]
+
+
+def _fragments(folder: str) -> list[tuple[str, str, str]]:
+    import yaml
+
+    from lightning_redd import resources
+
+    root = resources.bundled_dir("configs") / folder
+    rows = []
+    for p in sorted(root.glob("*.yaml")):
+        doc = yaml.safe_load(p.read_text()) or {}
+        model = doc.get("model", {})
+        part = next((model[k] for k in ("operator", "solver", "prior") if k in model), {})
+        rows.append((p.stem, str(part.get("class_path", "")).rsplit(".", 1)[-1], _first_comment(p)[:110]))
+    return rows
+
+
+def list_main(argv: list[str]) -> int:
+    """What can be combined: tasks, solvers, priors (each with its config fragment) and every bundled config."""
+    from lightning_redd import resources
+
+    ap = argparse.ArgumentParser(prog="lightning-redd list", description=list_main.__doc__)
+    ap.add_argument("what", nargs="?", default="all", choices=("all", "tasks", "solvers", "priors", "configs"))
+    what = ap.parse_args(argv).what
+    lines: list[str] = []
+    if what in ("all", "tasks"):
+        lines += _section("Tasks", _fragments("task"), "add --config task/<name>, e.g. on top of --config demo")
+    if what in ("all", "solvers"):
+        lines += _section("Solvers", _fragments("solver"), "add --config solver/<name>")
+    if what in ("all", "priors"):
+        lines += _section("Priors", _fragments("prior"), "add --config prior/<name>")
+    if what in ("all", "configs"):
+        names = resources.config_names()
+        lines += [f"Bundled configs ({len(names)}; --config <name> works from any folder, e.g. --config demo)"]
+        lines += [f"  {n}" for n in names] + [""]
+    if what == "all":
+        lines.append("Options of one class: lightning-redd predict --model.solver.help RedDiff (or --model.operator.help "
+                     "GaussianBlur, --model.prior.help ADMPrior)")
+    print("\n".join(lines).rstrip())
+    return 0

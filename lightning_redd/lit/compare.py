@@ -12,8 +12,8 @@ draws from ``(data.seed, image index)``; each run gets its own folder ``OUT/<lab
 usual layout: ``restored/``, ``measured/``, ``init/``, ``records/``). By default each run is a
 fresh subprocess, so that the peak memory is the solver's own.
 
-Columns (``table.md`` / ``table.csv``): mean PSNR and SSIM (from the records, computed before
-quantisation), LPIPS (AlexNet, on the 8-bit restored PNGs; only when its weight file is found),
+Columns (``table.md`` / ``table.csv``): mean PSNR and SSIM (from the records the CLI writes),
+LPIPS (AlexNet, on the 8-bit restored PNGs; only when its weight file is found),
 the PSNR of the solver's starting estimate, seconds per image (median over batches of the
 predict batch's wall time divided by its images: measuring ``y`` plus the whole solve; model
 loading, data setup and writing are outside it and reported as ``load s``), denoiser
@@ -217,19 +217,36 @@ def cli_args(spec: Spec, configs: list[str], root: Path) -> list[str]:
 
 
 # ---------------------------------------------------------------------------- running
+def _pruned(contents: dict | None, spec: Spec) -> dict | None:
+    """Config contents less the keys the run's arguments override (those cannot change it)."""
+    if contents is None:
+        return None
+    keys = {k for k, _ in spec.sets} | {"trainer.default_root_dir", "trainer.enable_progress_bar"}
+    out = json.loads(json.dumps(contents))
+    for doc in out.values():
+        for key in keys:
+            *parents, last = key.split(".")
+            node = doc
+            for part in parents:
+                node = node.get(part) if isinstance(node, dict) else None
+            if isinstance(node, dict):
+                node.pop(last, None)
+    return out
+
+
 def run_spec(spec: Spec, configs: list[str], out: Path, *, isolate: str, threads: int | None, resume: bool) -> dict:
     """Run one row (or reuse it with ``resume`` when its arguments and the contents of its
-    config files are unchanged); returns
+    config files, less the keys the arguments override, are unchanged); returns
     ``{"spec", "root", "args", "clock", "wall", "records"}``."""
     from lightning_redd.data.outputs import RunFolder
 
     root = out / spec.folder
     args = cli_args(spec, configs, root)
-    contents = {c: yaml.safe_load(Path(c).read_text()) for c in [*configs, spec.fragment]}  # comments do not count
+    contents = json.loads(json.dumps({c: yaml.safe_load(Path(c).read_text()) for c in [*configs, spec.fragment]}))
     saved = root / RUN_FILE
     if resume and saved.is_file():
         done = json.loads(saved.read_text())
-        if done.get("args") == args and done.get("contents") == json.loads(json.dumps(contents)):
+        if done.get("args") == args and _pruned(done.get("contents"), spec) == _pruned(contents, spec):
             print(f"compare: {spec.label}: reusing {root}", file=sys.stderr)
             return {**done, "spec": spec, "root": root, "records": RunFolder(root).records()}
     root.mkdir(parents=True, exist_ok=True)
@@ -366,6 +383,13 @@ def _fit(draw, text: str, width: int, font) -> str:
     return text
 
 
+def _restored_tile(run: dict, name: str, like: torch.Tensor) -> tuple[torch.Tensor, str]:
+    record = run["records"].get(name, {})
+    if record.get("status") != "ok":  # diverged (no PNG) or missing: a black tile
+        return -torch.ones_like(like), record.get("status", "missing")
+    return read_png(run["root"] / "restored" / f"{name}.png"), f"{record['scores']['psnr']:.2f} dB"
+
+
 def write_figure(runs: list[dict], truth: dict[str, torch.Tensor], path: Path, names: list[str], scale: int = 2) -> Path:
     """Grid PNG: per image (row) the measurement (or ``pinv(y)`` when ``y`` is not an image of
     the input's size), each solver's restored image with its PSNR, and the ground truth."""
@@ -383,9 +407,7 @@ def write_figure(runs: list[dict], truth: dict[str, torch.Tensor], path: Path, n
     for r, name in enumerate(names):
         top = HEADER + TILE_PAD + r * (tile + CAPTION + TILE_PAD)
         src = first / ("measured" if measured else "init") / f"{name}.png"
-        tiles = [(read_png(src), "")] + [(read_png(run["root"] / "restored" / f"{name}.png"),
-                                          f"{run['records'][name]['scores']['psnr']:.2f} dB") for run in runs]
-        tiles.append((truth[name], name))
+        tiles = [(read_png(src), "")] + [_restored_tile(run, name, truth[name]) for run in runs] + [(truth[name], name)]
         for c, (x, caption) in enumerate(tiles):
             arr = to_uint8(x.expand(3, -1, -1) if x.shape[0] == 1 else x).numpy()
             left = TILE_PAD + c * (tile + TILE_PAD)

@@ -214,9 +214,12 @@ class RestorationModule(L.LightningModule):
         callback = self.trainer.progress_bar_callback if self._trainer is not None else None
         if callback is None or not getattr(callback, "is_enabled", False) or self.trainer.global_rank != 0:
             return None
+        if hasattr(callback, "iterate_bar"):  # lightning_redd.lit.progress.RestorationProgressBar
+            return callback.iterate_bar(self.num_iterates, batch_idx)
         from tqdm.auto import tqdm
 
-        return tqdm(total=self.num_iterates, desc=f"{self.solver.label} iterates (batch {batch_idx})", leave=False, dynamic_ncols=True)
+        return tqdm(total=self.num_iterates, desc=f"{self.solver.label} iterates (batch {batch_idx})", leave=False,
+                    position=1, dynamic_ncols=True)
 
     # ------------------------------------------------------------------ predict: the whole solve
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:

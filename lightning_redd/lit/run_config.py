@@ -9,13 +9,14 @@ devices, nodes and workers, the strategy, the batch size (results do not depend 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from lightning_redd import fsio
+from lightning_redd import fsio, resources
 from lightning_redd.data.outputs import RUN_CONFIG
 
 #: top-level sections (or single keys) that decide results
@@ -47,8 +48,20 @@ def signature(config: dict) -> dict[str, Any]:
     sig = {k: v for k, v in flat.items() if any(k == d or k.startswith(d + ".") for d in DECIDING)}
     sig = {k: v for k, v in sig.items() if not any(k == n or k.startswith(n + ".") for n in NOT_DECIDING)}
     if sig.get("data.root") is not None:
-        sig["data.root"] = str(Path(sig["data.root"]).expanduser().resolve())
+        sig["data.root"] = str(resources.resolve_data(sig["data.root"]).resolve())
     return sig
+
+
+def folder_name(sig: dict[str, Any], configs: list[str]) -> str:
+    """The default output folder of a run: its config files' names and a short hash of its
+    deciding settings, e.g. ``demo+sr_block-3fa2c1d0``; without config files the operator and
+    solver classes, e.g. ``inpainting+reddiff-3fa2c1d0``. The same command always maps to the
+    same folder (so re-running it resumes); other deciding settings to another one."""
+    digest = hashlib.sha256(json.dumps(sig, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    names = [Path(c).stem for c in configs]
+    if not names:
+        names = [str(sig.get(f"model.{k}.class_path", k)).rsplit(".", 1)[-1].lower() for k in ("operator", "solver")]
+    return f"{'+'.join(names)}-{digest}"
 
 
 def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from lightning_redd import resources
+
 
 def box_mask(h: int, w: int, fraction: float, position: str, g: torch.Generator) -> torch.Tensor:
     """A missing box of side ``fraction * (H, W)``, centred or at a uniform random position."""
@@ -108,7 +110,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 def find_mask_file(mask_dir: str, stem: str) -> Path:
     """The file ``mask_dir/<stem>.<ext>`` (any image extension)."""
-    root = Path(mask_dir)
+    root = resources.resolve_data(mask_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"mask_dir {str(root)!r} is not a directory; set mask_dir to a folder of mask images")
     hits = [root / f"{stem}{ext}" for ext in IMAGE_EXTENSIONS if (root / f"{stem}{ext}").is_file()]
