@@ -13,7 +13,6 @@ Two short forms use them:
 """
 from __future__ import annotations
 
-import importlib.resources
 import os
 from pathlib import Path
 
@@ -25,13 +24,10 @@ def bundled_dir(kind: str) -> Path:
     """The folder of the bundled ``configs`` or ``data``."""
     if kind not in KINDS:
         raise ValueError(f"unknown bundled folder {kind!r}; allowed: {KINDS}")
-    try:
-        path = Path(str(importlib.resources.files(f"lightning_redd.bundled.{kind}")))
-        if path.is_dir():
-            return path
-    except ModuleNotFoundError:  # editable install: the mapped folder is not importable
-        pass
-    checkout = Path(__file__).resolve().parents[1] / kind
+    installed = Path(__file__).resolve().parent / "bundled" / kind  # a wheel install
+    if installed.is_dir():
+        return installed
+    checkout = Path(__file__).resolve().parents[1] / kind  # an editable install or a source checkout
     if checkout.is_dir():
         return checkout
     raise FileNotFoundError(f"the bundled {kind}/ folder is missing from this installation ({checkout}); reinstall lightning_redd")
