@@ -128,7 +128,7 @@ class PoisonedInpainting(LinearOperator):
         self.register_buffer("mask", None, persistent=False)
         self.register_buffer("scale", None, persistent=False)
 
-    def bind(self, seeds, shape, names=None, device=None):
+    def bind(self, seeds, shape, names=None, device=None, params=None):
         import copy
 
         out = copy.copy(self)

@@ -20,12 +20,15 @@ from typing import Literal
 
 import lightning as L
 import torch
+from PIL import Image
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_redd import resources
 from lightning_redd.data.images import RESIZE_MODES, check_folder, format_problems, list_images, load_image  # noqa: F401 (re-exported)
+from lightning_redd.data.images import crop_resize
 from lightning_redd.data.outputs import RunFolder
+from lightning_redd.data.params import ParamFiles, stack
 from lightning_redd.data.sampling import Key, ShardedBatches
 
 
@@ -40,23 +43,42 @@ class InputFolderNotFound(InputProblems, FileNotFoundError):
 class ImageFolderDataset(Dataset):
     """Batches of images keyed by lists of ``(index, iterate, pad)`` (see :class:`ShardedBatches`)."""
 
-    def __init__(self, files: Sequence[Path], image_size: int, channels: int, seed: int, resize: str) -> None:
+    def __init__(self, files: Sequence[Path], image_size: int, channels: int, seed: int, resize: str,
+                 params: ParamFiles | None = None, sizes: dict[Path, tuple[int, int]] | None = None) -> None:
         self.files, self.image_size, self.channels, self.seed, self.resize = list(files), image_size, channels, seed, resize
-        self._last: tuple[tuple[int, ...], torch.Tensor] | None = None  # fit revisits a batch many times in a row
+        self.params, self.sizes = params or ParamFiles(), sizes or {}
+        self._last: tuple[tuple[int, ...], dict] | None = None  # fit revisits a batch many times in a row
 
     def __len__(self) -> int:
         return len(self.files)
 
-    def images(self, indices: tuple[int, ...]) -> torch.Tensor:
+    def transform(self, i: int) -> tuple:
+        """``(transform, source size (h, w))`` that turns image ``i``'s file into the square the
+        solver sees: a parameter file of the source's size gets the same crop (nearest)."""
+        path = self.files[i]
+        w, h = self.sizes.get(path, (0, 0))
+        return (lambda im: crop_resize(im, self.image_size, self.resize, path, Image.Resampling.NEAREST)), (h, w)
+
+    def tensors(self, i: int) -> dict:
+        """Image ``i``'s tensors: ``x`` and, with parameter files, its ``params``."""
+        out = {"x": load_image(self.files[i], self.image_size, self.channels, self.resize)}
+        if self.params:
+            out["params"] = self.params.read(self.files[i].stem, self.image_size, *self.transform(i))
+        return out
+
+    def batch_tensors(self, indices: tuple[int, ...]) -> dict:
         if self._last is None or self._last[0] != indices:
-            x = torch.stack([load_image(self.files[i], self.image_size, self.channels, self.resize) for i in indices])
-            self._last = (indices, x)
+            items = [self.tensors(i) for i in indices]
+            batch = {k: torch.stack([it[k] for it in items]) for k in items[0] if k != "params"}
+            if "params" in items[0]:
+                batch["params"] = stack([it["params"] for it in items])
+            self._last = (indices, batch)
         return self._last[1]
 
     def __getitem__(self, keys: Sequence[Key]) -> dict:
         indices = tuple(int(k[0]) for k in keys)
         return {
-            "x": self.images(indices),
+            **self.batch_tensors(indices),
             "index": torch.tensor(indices, dtype=torch.long),
             "seed": torch.full((len(keys),), self.seed, dtype=torch.long),
             "name": [self.files[i].stem for i in indices],
@@ -85,6 +107,23 @@ class ImageFolderData(L.LightningDataModule):
             ``trainer.default_root_dir``, where the writer writes; the CLI links the two).
         repeats: ``fit`` only: training steps per batch, i.e. the solver's ``num_iterates``
             (the CLI links it; ``None``: ask the attached module).
+        masks: folder of per-image inpainting masks ``<image stem>.png`` (for
+            ``Inpainting(mask="file")``): white = observed (see ``mask_missing``); grayscale =
+            one mask for all channels, RGB = one per channel; of the image file's size (cropped
+            and resized with it, nearest neighbour) or of ``image_size``. ``package:masks``: the
+            demo's stroke masks.
+        kernels: folder of per-image blur kernels ``<image stem>.npy`` (``k x k`` floats summing
+            to 1) or grayscale ``.png`` (normalised to sum 1), ``k`` odd (for ``KernelBlur``).
+        mask_missing: the mask colour of missing pixels, ``black`` or ``white``.
+        measured: ``root`` holds measurements ``y`` to restore, not clean images (see
+            :mod:`lightning_redd.data.measured`: PNG/JPEG 8- or 16-bit or ``.npy``, one size,
+            e.g. ``image_size / factor`` for block SR); masks and kernels are then of
+            ``image_size``; without ``ground_truth`` ``metrics.csv`` holds the data
+            consistency (``residual``, ``sigma_y_implied``, ``sigma_y``).
+        ground_truth: with ``measured``, an optional folder of the clean images
+            ``<stem>.png`` for scores (read like the images of a synthetic run).
+        jpeg_tables: with ``measured``, give the operator each JPEG file's own quantisation
+            tables (``params["jpeg_luma"]``/``["jpeg_chroma"]``).
     """
 
     def __init__(
@@ -101,6 +140,12 @@ class ImageFolderData(L.LightningDataModule):
         num_workers: int = 0,
         output_dir: str | None = None,
         repeats: int | None = None,
+        masks: str | None = None,
+        kernels: str | None = None,
+        mask_missing: Literal["black", "white"] = "black",
+        measured: bool = False,
+        ground_truth: str | None = None,
+        jpeg_tables: bool = True,
     ) -> None:
         super().__init__()
         if resize not in RESIZE_MODES:
@@ -115,6 +160,13 @@ class ImageFolderData(L.LightningDataModule):
         self.batch_size, self.seed, self.limit = batch_size, seed, limit
         self.skip_non_images, self.num_workers = skip_non_images, num_workers
         self.output_dir, self.repeats = output_dir, repeats
+        self.params = ParamFiles(None if masks is None else resources.resolve_data(masks),
+                                 None if kernels is None else resources.resolve_data(kernels), mask_missing)
+        if ground_truth is not None and not measured:
+            raise ValueError("data.ground_truth is for measured data (data.measured: true); a synthetic run's images are "
+                             "their own ground truth")
+        self.measured, self.jpeg_tables = bool(measured), bool(jpeg_tables)
+        self.ground_truth = None if ground_truth is None else resources.resolve_data(ground_truth)
         self.dataset: ImageFolderDataset | None = None
 
     # ------------------------------------------------------------------ checks
@@ -127,23 +179,34 @@ class ImageFolderData(L.LightningDataModule):
 
     def input_folders(self) -> list[Path]:
         """Folders this DataModule reads (the output folder must stay apart from them)."""
-        return [self.root]
+        return [self.root, *self.params.folders(), *([self.ground_truth] if self.ground_truth is not None else [])]
 
-    def check(self) -> list[Path]:
-        """Decode every input file and check the output folder; raise :class:`InputProblems`
-        listing every problem, else return the files (and log conversion notes)."""
+    def check(self) -> ImageFolderDataset:
+        """Decode every input file (images, masks, kernels) and check the output folder; raise
+        :class:`InputProblems` listing every problem, else return the dataset (and log
+        conversion notes)."""
+        if self.measured:
+            from lightning_redd.data.measured import check_measured
+
+            return check_measured(self)
         report = check_folder(self.root, image_size=self.image_size, skip_non_images=self.skip_non_images, limit=self.limit)
-        problems = report.problems + self.run_folder.problems(self.input_folders())
+        dataset = ImageFolderDataset(report.files, self.image_size, self.channels, self.seed, self.resize,
+                                     self.params, report.sizes)
+        problems = report.problems + self.params.problems(
+            [f.stem for f in report.files], self.image_size, {f.stem: dataset.transform(i) for i, f in enumerate(report.files)})
+        self.raise_problems(problems + self.run_folder.problems(self.input_folders()))
+        for note in report.notes:
+            rank_zero_info(f"lightning-redd: {note}")
+        return dataset
+
+    def raise_problems(self, problems: list[str]) -> None:
         if problems:
             error = InputProblems if self.root.is_dir() else InputFolderNotFound
             raise error(format_problems(f"data.root {self.root}", problems))
-        for note in report.notes:
-            rank_zero_info(f"lightning-redd: {note}")
-        return report.files
 
     def setup(self, stage: str | None = None) -> None:
         if self.dataset is None:
-            self.dataset = ImageFolderDataset(self.check(), self.image_size, self.channels, self.seed, self.resize)
+            self.dataset = self.check()
 
     # ------------------------------------------------------------------ what to restore
     def pending_indices(self) -> list[int]:

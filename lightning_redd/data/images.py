@@ -44,9 +44,11 @@ class FolderReport:
     files: list[Path] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: ``(width, height)`` of each usable file
+    sizes: dict[Path, tuple[int, int]] = field(default_factory=dict)
 
 
-def _open_pixels(path: Path) -> tuple[Image.Image, str | None]:
+def open_pixels(path: Path) -> tuple[Image.Image, str | None]:
     """Open and fully decode ``path``; returns the image in a mode we handle (L, RGB or F for
     16-bit data scaled to [0, 65535]) and a note about any conversion."""
     try:
@@ -70,14 +72,16 @@ def _open_pixels(path: Path) -> tuple[Image.Image, str | None]:
         raise ImageFileError(f"unreadable image {path.name}: it cannot be decoded ({reason}); replace or remove the file") from err
 
 
-def _crop_resize(im: Image.Image, size: int, mode: str, path: Path) -> Image.Image:
+def crop_resize(im: Image.Image, size: int, mode: str, path: Path, resample=Image.Resampling.BICUBIC) -> Image.Image:
+    """The ``size x size`` view of ``im`` that ``load_image`` takes (``resample``: bicubic for
+    images, nearest for masks)."""
     w, h = im.size
     if mode == "center_crop_resize":
         s = min(w, h)
         left, top = (w - s) // 2, (h - s) // 2
-        return im.crop((left, top, left + s, top + s)).resize((size, size), Image.Resampling.BICUBIC)
+        return im.crop((left, top, left + s, top + s)).resize((size, size), resample)
     if mode == "resize":
-        return im.resize((size, size), Image.Resampling.BICUBIC)
+        return im.resize((size, size), resample)
     if mode == "center_crop":
         if min(w, h) < size:
             raise ImageFileError(f"{path.name} is {w}x{h}, smaller than the crop size {size}; use resize='center_crop_resize'")
@@ -94,14 +98,14 @@ def load_image(path: Path, size: int, channels: int = 3, mode: str = "center_cro
     ``center_crop``: centred ``size x size`` crop (the image must be at least that large).
     """
     path = Path(path)
-    im, _ = _open_pixels(path)
+    im, _ = open_pixels(path)
     if im.mode == "F":  # 16-bit data: resize in float, never quantise to 8 bits
-        im = _crop_resize(im, size, mode, path)
+        im = crop_resize(im, size, mode, path)
         gray = torch.from_numpy(np.asarray(im, dtype=np.float32).copy()).clamp(0, 65535) / 65535.0
         x = gray[None].expand(channels, -1, -1) if channels == 3 else gray[None]
         return (x * 2 - 1).contiguous()
     im = im.convert("RGB" if channels == 3 else "L")
-    im = _crop_resize(im, size, mode, path)
+    im = crop_resize(im, size, mode, path)
     data = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8).view(size, size, channels)
     return data.permute(2, 0, 1).float().div(127.5).sub(1.0)
 
@@ -117,13 +121,14 @@ def _summarise(notes: dict[str, list[str]]) -> list[str]:
 def _decode_for_check(path: Path) -> tuple[tuple[int, int], str | None, str | None]:
     """``(size, note, problem)`` of one file, decoded completely."""
     try:
-        im, note = _open_pixels(path)
+        im, note = open_pixels(path)
     except ImageFileError as err:
         return (0, 0), None, str(err)
     return im.size, note, None
 
 
-def check_folder(root: Path, *, image_size: int, skip_non_images: bool = False, limit: int | None = None) -> FolderReport:
+def check_folder(root: Path, *, image_size: int, skip_non_images: bool = False, limit: int | None = None,
+                 extensions: Sequence[str] = IMAGE_EXTENSIONS, decode=None) -> FolderReport:
     """Decode every image directly under ``root`` and report all problems at once.
 
     Problems: a missing or empty folder, non-image files (unless ``skip_non_images``), files
@@ -133,17 +138,21 @@ def check_folder(root: Path, *, image_size: int, skip_non_images: bool = False, 
 
     Args:
         limit: only the first ``limit`` images (sorted by name) are used and decoded.
+        extensions: the file kinds taken (lower case, with the dot).
+        decode: ``path -> (size (w, h), note, problem)`` decoding one file completely
+            (default: as an image).
     """
+    decode = decode or _decode_for_check
     report = FolderReport()
     if not root.is_dir():
         report.problems.append(f"image folder {root} does not exist; set data.root to a folder of png/jpg images")
         return report
     entries = sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith("."))
-    others = [p.name for p in entries if p.suffix.lower() not in IMAGE_EXTENSIONS]
+    others = [p.name for p in entries if p.suffix.lower() not in extensions]
     if others and not skip_non_images:
-        report.problems += [f"{n}: not an image (allowed extensions {', '.join(IMAGE_EXTENSIONS)}); remove it or set "
+        report.problems += [f"{n}: not an image (allowed extensions {', '.join(extensions)}); remove it or set "
                             "data.skip_non_images=true" for n in others]
-    images = [p for p in entries if p.suffix.lower() in IMAGE_EXTENSIONS][:limit]
+    images = [p for p in entries if p.suffix.lower() in extensions][:limit]
     stems: dict[str, list[str]] = {}
     for p in images:
         stems.setdefault(p.stem, []).append(p.name)
@@ -151,18 +160,19 @@ def check_folder(root: Path, *, image_size: int, skip_non_images: bool = False, 
                         for k, v in stems.items() if len(v) > 1]
     notes: dict[str, list[str]] = {}
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # decoding releases the GIL
-        decoded = list(pool.map(_decode_for_check, images))
+        decoded = list(pool.map(decode, images))
     for p, (size, note, problem) in zip(images, decoded):
         if problem:
             report.problems.append(problem)
             continue
         if note:
             notes.setdefault(note, []).append(p.name)
+        report.sizes[p] = size
         if min(size) < image_size:
             notes.setdefault(f"smaller than {image_size}x{image_size} (upscaled)", []).append(p.name)
         report.files.append(p)
     if not images and not report.problems:
-        report.problems.append(f"no images found in {root}; allowed extensions {', '.join(IMAGE_EXTENSIONS)}")
+        report.problems.append(f"no images found in {root}; allowed extensions {', '.join(extensions)}")
     report.notes = _summarise(notes)
     return report
 

@@ -125,7 +125,9 @@ class MetricsCallback(L.Callback):
         return {"top1": (top[:, :1] == y[:, None]).any(1).double(), "top5": (top == y[:, None]).any(1).double()}
 
     def score(self, emitted: dict) -> dict[str, torch.Tensor]:
-        """Add (once) and return ``emitted["scores"]`` (and ``emitted["arrays"]``); ``{}`` without ground truth."""
+        """Add (once) and return ``emitted["scores"]`` (and ``emitted["arrays"]``): the data
+        consistency of measured data (``residual``, ``sigma_y_implied``, ``sigma_y``), then the
+        scores against the ground truth when there is one."""
         if "scores" in emitted:
             return emitted["scores"]
         x, scores, arrays = emitted.get("x"), {}, {}
@@ -140,6 +142,8 @@ class MetricsCallback(L.Callback):
                     scores.update({f"{k}_init": v for k, v in init.items() if k in ("psnr", "ssim", "lpips")})
                 if self._inception is not None:
                     arrays = {"inception": self._inception(x_hat), "inception_ref": self._inception(ref)}
+        if emitted.get("consistency"):  # measured data: what can be checked without ground truth
+            scores = {**emitted["consistency"], **scores}
         emitted["scores"], emitted["arrays"] = scores, arrays
         return scores
 

@@ -131,16 +131,46 @@ class RestorationModule(L.LightningModule):
 
     # ------------------------------------------------------------------ shared pieces
     def measure(self, batch: dict) -> tuple[ForwardOperator, torch.Tensor]:
-        """Bind the operator to the batch's images and synthesise ``y`` (or take ``batch["y"]``)."""
-        x = batch["x"].float()
+        """Bind the operator to the batch (with its ``params`` read from files, else drawn from
+        the seeds) and synthesise ``y`` from ``x``, or take the batch's measured ``y`` (only what
+        the operator observes of it: e.g. the unmasked pixels)."""
         index, seeds = batch["index"].tolist(), batch["seed"].tolist()
+        measured = "y" in batch
+        shape = tuple(int(v) for v in batch["shape"]) if "shape" in batch else tuple(batch["x"].shape[1:])
+        device = (batch["y"] if measured else batch["x"]).device
         op_seeds = [seeding.image_seed(s, i, "operator") for s, i in zip(seeds, index)]
-        op = self.operator.bind(op_seeds, tuple(x.shape[1:]), names=list(batch["name"]), device=x.device)
-        if "y" in batch:
-            return op, batch["y"].float()
+        given = {"params": batch["params"]} if batch.get("params") else {}  # operators written before params still bind
+        op = self.operator.bind(op_seeds, shape, names=list(batch["name"]), device=device, **given)
+        if measured:
+            return op, op.observed(batch["y"].float())
         gens = [seeding.generator(s, i, "noise") for s, i in zip(seeds, index)]
         with torch.no_grad():
-            return op, op.measure(x, gens)
+            return op, op.measure(batch["x"].float(), gens)
+
+    def measurement_shape(self, image_shape: tuple[int, ...], params: dict | None = None) -> tuple[int, ...]:
+        """The shape of one image's ``y`` for an image of ``image_shape`` (``params``: one
+        image's parameter tensors, unbatched, for operators that need them to bind)."""
+        given = {"params": {k: v[None] for k, v in params.items()}} if params else {}
+        op = self.operator.bind([0], tuple(image_shape), names=["shape-check"], device="cpu", **given)
+        with torch.no_grad():
+            return tuple(op(torch.zeros(1, *image_shape)).shape[1:])
+
+    @staticmethod
+    def consistency(op: ForwardOperator, x_hat: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per image: ``residual`` = ``||y - A(x_hat)||`` over the observed entries (pixels in
+        [-1, 1]) and the noise level it implies, ``sigma_y_implied`` = its RMS / 2 (in the
+        units of ``sigma_y``, whose noise is ``2 sigma_y n``), next to the operator's ``sigma_y``.
+        A consistent restoration has ``sigma_y_implied`` close to ``sigma_y``."""
+        with torch.no_grad():
+            r = (op.observed(y) - op.measure_clean(x_hat.float())).flatten(1).double()
+            count = op.observed(torch.ones_like(y)).flatten(1).sum(1).double().clamp_min(1)
+            norm = r.norm(dim=1)
+        return {"residual": norm, "sigma_y_implied": norm / count.sqrt() / 2,
+                "sigma_y": torch.full_like(norm, float(getattr(op, "sigma_y", 0.0)))}
+
+    @staticmethod
+    def batch_device(batch: dict) -> torch.device:
+        return (batch["y"] if "y" in batch else batch["x"]).device
 
     def solver_generators(self, batch: dict) -> list[torch.Generator]:
         return [seeding.generator(s, i, "solver") for s, i in zip(batch["seed"].tolist(), batch["index"].tolist())]
@@ -151,11 +181,15 @@ class RestorationModule(L.LightningModule):
             return torch.autocast(device_type=device.type, enabled=False)
         return contextlib.nullcontext()
 
-    def result(self, batch: dict, state: SolverState, y: torch.Tensor, seconds: float) -> dict:
+    def result(self, batch: dict, state: SolverState, y: torch.Tensor, seconds: float,
+               op: ForwardOperator | None = None) -> dict:
         """The restored batch as the callbacks receive it (tensors detached, on the device):
         ``names``, ``index``, ``x_hat``, ``x_init``, ``y``, ``x`` (or None), ``diverged`` (B,) bool,
-        ``nfe`` (denoiser evaluations per image) and ``seconds`` (the solve's wall time per image)."""
+        ``nfe`` (denoiser evaluations per image), ``seconds`` (the solve's wall time per image)
+        and, for measured data (``y`` given), ``consistency`` (see :meth:`consistency`)."""
+        measured = op is not None and "y" in batch
         return {
+            "consistency": self.consistency(op, self.solver.estimate(state), y) if measured else None,
             "names": list(batch["name"]), "index": batch["index"],
             "x_hat": self.solver.estimate(state), "x_init": state.x_init.detach(), "y": y.detach(),
             "x": batch["x"].detach().float() if "x" in batch else None, "diverged": state.diverged.detach(),
@@ -186,8 +220,8 @@ class RestorationModule(L.LightningModule):
         if bool(batch["pad"][0]):
             return None  # padding step: this rank has no image left, the others do
         iterate = int(batch["iterate"][0])
-        x = batch["x"]
-        with self.solver_context(x.device):
+        device = self.batch_device(batch)
+        with self.solver_context(device):
             if iterate == 0:
                 self._started = time.perf_counter()
                 op, y = self.measure(batch)
@@ -203,9 +237,9 @@ class RestorationModule(L.LightningModule):
             estimate = self.solver.estimate(self._state)
             self.keep_frame(iterate, self._state)
         self.log_dict({f"train/{k}": v for k, v in self.stats_to_log(stats, estimate, batch).items()},
-                      on_step=True, prog_bar=False, batch_size=x.shape[0])
+                      on_step=True, prog_bar=False, batch_size=len(batch["name"]))
         if iterate == self.num_iterates - 1:
-            self.emitted = self.result(batch, self._state, y, time.perf_counter() - self._started)
+            self.emitted = self.result(batch, self._state, y, time.perf_counter() - self._started, op)
             self._state, self._batch = None, None
 
     def iterate_bar(self, batch_idx: int):
@@ -226,8 +260,8 @@ class RestorationModule(L.LightningModule):
         """Run the whole solve of the batch; emits it for the callbacks and returns
         ``{"names", "x_hat"}`` (``x_hat`` on the CPU, in ``[-1, 1]`` up to clipping)."""
         # predict runs under inference mode by default; the Adam step on mu needs autograd.
-        with torch.inference_mode(False), torch.enable_grad(), self.solver_context(batch["x"].device):
-            batch = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in batch.items()}
+        with torch.inference_mode(False), torch.enable_grad(), self.solver_context(self.batch_device(batch)):
+            batch = _cloned(batch)
             started = time.perf_counter()
             op, y = self.measure(batch)
             bar = self.iterate_bar(batch_idx)
@@ -247,5 +281,10 @@ class RestorationModule(L.LightningModule):
             finally:
                 if bar is not None:
                     bar.close()
-        self.emitted = self.result(batch, state, y, time.perf_counter() - started)
+        self.emitted = self.result(batch, state, y, time.perf_counter() - started, op)
         return {"names": self.emitted["names"], "x_hat": self.emitted["x_hat"].cpu()}
+
+
+def _cloned(batch: dict) -> dict:
+    """The batch with every tensor (nested dicts too) cloned out of inference mode."""
+    return {k: (v.clone() if torch.is_tensor(v) else _cloned(v) if isinstance(v, dict) else v) for k, v in batch.items()}

@@ -17,7 +17,7 @@ Operators know nothing of priors, solvers or Lightning.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 import torch
@@ -66,6 +66,7 @@ class ForwardOperator(nn.Module):
         shape: Sequence[int],
         names: Sequence[str] | None = None,
         device: torch.device | str | None = None,
+        params: Mapping[str, torch.Tensor] | None = None,
     ) -> ForwardOperator:
         """Fix the per-image parameters for one batch.
 
@@ -73,13 +74,22 @@ class ForwardOperator(nn.Module):
             seeds: one integer seed per image (see :mod:`lightning_redd.seeding`, stream
                 ``"operator"``); image ``i``'s parameters depend on ``seeds[i]`` only.
             shape: ``(C, H, W)`` of one image.
-            names: image names (stems), for operators that read per-image files.
+            names: image names (stems), for messages.
             device: where the parameters live.
+            params: per-image parameters read from files by the data module instead of drawn
+                from the seeds, stacked along the batch: ``mask`` ``(B, Cm, H, W)`` (1 =
+                observed), ``kernel`` ``(B, k, k)``, ``jpeg_luma``/``jpeg_chroma`` ``(B, 8, 8)``.
+                Operators take the keys they use and ignore the others.
 
         Operators without per-image parameters return ``self``.
         """
         self.check_shape(shape)
         return self
+
+    def observed(self, y: torch.Tensor) -> torch.Tensor:
+        """What the operator observes of a given measurement ``y`` (the entries it can explain);
+        ``y`` itself unless overridden (inpainting: the unmasked pixels, the rest set to 0)."""
+        return y
 
     def measure(self, x: torch.Tensor, gens: Sequence[torch.Generator]) -> torch.Tensor:
         """``y = A(x) + 2 * sigma_y * n``, ``n ~ N(0, I)`` drawn per image from ``gens[i]``.

@@ -100,7 +100,7 @@ class CircularBlur(SVDOperator):
         check_input(self, y)
         return fft_conv.pinv(y, self.transfer(y), 1, self.pinv_rtol)
 
-    def bind(self, seeds, shape, names=None, device=None):
+    def bind(self, seeds, shape, names=None, device=None, params=None):
         self.check_shape(shape)
         return bound_copy(self, shape, device)._with_svd()
 
@@ -222,10 +222,35 @@ class MotionBlur(CircularBlur):
                 "images; use a smaller kernel_size or larger images"
             )
 
-    def bind(self, seeds, shape, names=None, device=None) -> MotionBlur:
+    def bind(self, seeds, shape, names=None, device=None, params=None) -> MotionBlur:
         self.check_shape(shape)
         check_seeds(seeds, names)
         ks = [kernels.motion_kernel(self.kernel_size, self.intensity, torch.Generator().manual_seed(int(s))) for s in seeds]
         out = bound_copy(self, shape, device)
         out.register_buffer("kernel", torch.stack(ks)[:, None].float().to(device), persistent=False)
+        return out._with_svd()
+
+
+class KernelBlur(CircularBlur):
+    """Deblurring with each image's own, known kernel (e.g. measured or estimated): the
+    kernels come with the batch, read from files by the data module (``data.kernels``:
+    ``<image stem>.npy`` or a grayscale PNG, normalised to sum 1), as ``params["kernel"]``
+    ``(B, k, k)``; odd ``k`` up to the image size, centred at ``k // 2``. ``singulars()`` is
+    ``(B, C*H*W)``, one row per image."""
+
+    per_image_kernel: ClassVar[bool] = True
+
+    def bind(self, seeds, shape, names=None, device=None, params=None) -> KernelBlur:
+        self.check_shape(shape)
+        check_seeds(seeds, names)
+        k = None if params is None else params.get("kernel")
+        if k is None:
+            raise ValueError("KernelBlur needs each image's kernel: set data.kernels to the folder of <image stem>.npy "
+                             "(or grayscale .png) kernels")
+        if k.ndim != 3 or k.shape[0] != len(seeds) or k.shape[1] % 2 == 0 or k.shape[1] != k.shape[2]:
+            raise ValueError(f"given kernels must be (B={len(seeds)}, k, k) with k odd, got {tuple(k.shape)}")
+        if k.shape[1] > min(shape[1], shape[2]):
+            raise ValueError(f"KernelBlur: {k.shape[1]}x{k.shape[2]} kernels do not fit {shape[1]}x{shape[2]} images")
+        out = bound_copy(self, shape, device)
+        out.register_buffer("kernel", k[:, None].float().to(device), persistent=False)
         return out._with_svd()

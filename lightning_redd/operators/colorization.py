@@ -46,7 +46,7 @@ class Colorization(SVDOperator):
     def output_shape(self, shape: Sequence[int]) -> tuple[int, ...]:
         return (1, int(shape[1]), int(shape[2]))
 
-    def bind(self, seeds, shape, names=None, device=None) -> Colorization:
+    def bind(self, seeds, shape, names=None, device=None, params=None) -> Colorization:
         self.check_shape(shape)
         return bound_copy(self, shape, device)
 

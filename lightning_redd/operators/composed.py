@@ -55,10 +55,10 @@ class Composed(LinearOperator):
     def output_shape(self, shape: Sequence[int]) -> tuple[int, ...]:
         return self.shapes(shape)[-1]
 
-    def bind(self, seeds, shape, names=None, device=None) -> Composed:
+    def bind(self, seeds, shape, names=None, device=None, params=None) -> Composed:
         check_seeds(seeds, names)
         shapes = self.shapes(shape)
-        bound = [op.bind(seeds, s, names, device) for op, s in zip(self.operators, shapes)]
+        bound = [op.bind(seeds, s, names, device, params) for op, s in zip(self.operators, shapes)]
         return Composed(
             operators=bound, pinv_mode=self.pinv_mode, cg_iters=self.cg_iters, cg_tol=self.cg_tol,
             sigma_y=self.sigma_y, channels=self.channels,

@@ -42,7 +42,7 @@ class CompressedSensing(SVDOperator):
         n = int(shape[0]) * int(shape[1]) * int(shape[2])
         return (1, 1, max(1, round(self.ratio * n)))
 
-    def bind(self, seeds, shape, names=None, device=None) -> CompressedSensing:
+    def bind(self, seeds, shape, names=None, device=None, params=None) -> CompressedSensing:
         self.check_shape(shape)
         n = int(shape[0]) * int(shape[1]) * int(shape[2])
         g = torch.Generator().manual_seed(self.seed)

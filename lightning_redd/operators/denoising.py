@@ -37,7 +37,7 @@ class Denoising(SVDOperator):
         self.noise, self.poisson_rate = noise, float(poisson_rate)
         self.image_shape: Optional[tuple[int, ...]] = None
 
-    def bind(self, seeds, shape, names=None, device=None) -> Denoising:
+    def bind(self, seeds, shape, names=None, device=None, params=None) -> Denoising:
         self.check_shape(shape)
         return bound_copy(self, shape, device)
 

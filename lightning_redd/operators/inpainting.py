@@ -7,7 +7,7 @@ zero residual) and the published ``lambda`` / ``lr`` keep their meaning.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal, Optional
+from typing import Literal
 
 import torch
 
@@ -32,13 +32,14 @@ class Inpainting(SVDOperator):
         mask: where masks come from: ``"box"`` (a missing box of side ``box_fraction`` of the
             image), ``"random"`` (exactly ``drop_fraction`` of the pixels missing),
             ``"strokes"`` (free-form brush strokes covering a fraction in ``coverage``),
-            ``"half"`` (the ``half`` side missing), ``"file"`` (``mask_dir/<image stem>.png``;
-            grayscale -> one mask shared by all channels, RGB -> one mask per channel).
+            ``"half"`` (the ``half`` side missing), ``"file"`` (each image's own mask, read from
+            a file by the data module: ``data.masks``, ``<image stem>.png``; grayscale -> one mask
+            shared by all channels, RGB -> one mask per channel).
         box_position: ``"center"`` or ``"random"`` (uniform, box fully inside the image).
-        mask_missing_value: for file masks, the colour of missing pixels (``"black"`` or ``"white"``).
 
     Masks are drawn in :meth:`bind` from each image's seed, so an image always gets the same
-    mask whatever its batch. SVD: ``U = V = I``, singular values = the mask, shape ``(B, N)``.
+    mask whatever its batch, or taken from ``params["mask"]``. SVD: ``U = V = I``, singular
+    values = the mask, shape ``(B, N)``.
     """
 
     def __init__(
@@ -50,22 +51,20 @@ class Inpainting(SVDOperator):
         drop_fraction: float = 0.5,
         coverage: tuple[float, float] = (0.1, 0.2),
         half: Literal["left", "right", "top", "bottom"] = "right",
-        mask_dir: Optional[str] = None,
-        mask_missing_value: Literal["black", "white"] = "black",
         sigma_y: float = 0.0,
         channels: int = 3,
     ) -> None:
         super().__init__(sigma_y=sigma_y, channels=channels)
-        _validate(mask, box_fraction, box_position, drop_fraction, coverage, half, mask_dir, mask_missing_value)
+        _validate(mask, box_fraction, box_position, drop_fraction, coverage, half)
         self.mask_source = mask
         self.box_fraction, self.box_position = float(box_fraction), box_position
         self.drop_fraction, self.coverage = float(drop_fraction), (float(coverage[0]), float(coverage[1]))
-        self.half, self.mask_dir, self.mask_missing_value = half, mask_dir, mask_missing_value
+        self.half = half
         self.register_buffer("mask", None, persistent=False)
         self.image_shape: tuple[int, ...] | None = None
 
     # ------------------------------------------------------------------ binding
-    def draw_mask(self, seed: int, shape: Sequence[int], name: str | None) -> torch.Tensor:
+    def draw_mask(self, seed: int, shape: Sequence[int]) -> torch.Tensor:
         """One image's ``(Cm, H, W)`` mask from its seed (CPU)."""
         _, h, w = shape
         g = torch.Generator().manual_seed(int(seed))
@@ -78,20 +77,28 @@ class Inpainting(SVDOperator):
             return masks.stroke_mask(h, w, self.coverage, g)
         if src == "half":
             return masks.half_mask(h, w, self.half)
-        if src == "file":
-            if name is None:
-                raise ValueError("mask='file' needs image names: call bind(seeds, shape, names=[image stems])")
-            path = masks.find_mask_file(self.mask_dir, name)
-            return masks.file_mask(path, h, w, self.channels, self.mask_missing_value)
-        raise ValueError(f"unknown mask source {src!r}; allowed: box, random, strokes, half, file")
+        raise ValueError(f"unknown mask source {src!r}; allowed: box, random, strokes, half (file: given in bind)")
 
-    def bind(self, seeds, shape, names=None, device=None) -> Inpainting:
+    def given_masks(self, params, n: int, shape: Sequence[int]) -> torch.Tensor:
+        """``params["mask"]`` checked: ``(n, 1 or C, H, W)``, 0/1."""
+        m = None if params is None else params.get("mask")
+        if m is None:
+            raise ValueError("Inpainting(mask='file') needs each image's mask: set data.masks to the folder of "
+                             "<image stem>.png masks (black = missing)")
+        if m.ndim != 4 or m.shape[0] != n or m.shape[1] not in (1, self.channels) or tuple(m.shape[2:]) != tuple(shape[1:]):
+            raise ValueError(f"given masks must be (B={n}, 1 or {self.channels}, {shape[1]}, {shape[2]}), got {tuple(m.shape)}")
+        return m.float()
+
+    def bind(self, seeds, shape, names=None, device=None, params=None) -> Inpainting:
         self.check_shape(shape)
         check_seeds(seeds, names)
-        drawn = [self.draw_mask(s, shape, None if names is None else names[i]) for i, s in enumerate(seeds)]
-        cm = max(m.shape[0] for m in drawn)
+        if self.mask_source == "file":
+            stacked = self.given_masks(params, len(seeds), shape)
+        else:
+            drawn = [self.draw_mask(s, shape) for s in seeds]
+            cm = max(m.shape[0] for m in drawn)
+            stacked = torch.stack([m.expand(cm, -1, -1) for m in drawn])
         out = bound_copy(self, shape, device)
-        stacked = torch.stack([m.expand(cm, -1, -1) for m in drawn])
         out.register_buffer("mask", stacked.to(device=device), persistent=False)
         return out
 
@@ -127,6 +134,11 @@ class Inpainting(SVDOperator):
         check_input(self, y)
         return y * self._m(y)
 
+    def observed(self, y: torch.Tensor) -> torch.Tensor:
+        """``m * y``: a given measurement's missing pixels (any colour in the file) set to 0."""
+        check_input(self, y)
+        return y * self._m(y)
+
     def measure(self, x: torch.Tensor, gens) -> torch.Tensor:
         """``m * (x + 2 sigma_y n)``: noise only where pixels are observed, so missing pixels
         of ``y`` stay exactly 0 (the noise draw still covers the full image)."""
@@ -150,7 +162,7 @@ class Inpainting(SVDOperator):
         return self.mask.expand(-1, self.image_shape[0], -1, -1).flatten(1)
 
 
-def _validate(mask, box_fraction, box_position, drop_fraction, coverage, half, mask_dir, missing) -> None:
+def _validate(mask, box_fraction, box_position, drop_fraction, coverage, half) -> None:
     allowed = ("box", "random", "strokes", "half", "file")
     if mask not in allowed:
         raise ValueError(f"unknown mask {mask!r}; allowed: {allowed}")
@@ -164,8 +176,4 @@ def _validate(mask, box_fraction, box_position, drop_fraction, coverage, half, m
         raise ValueError(f"coverage must be (low, high) with 0 < low < high < 1, e.g. (0.1, 0.2); got {coverage}")
     if half not in ("left", "right", "top", "bottom"):
         raise ValueError(f"unknown half {half!r}; allowed: 'left', 'right', 'top', 'bottom'")
-    if mask == "file" and not mask_dir:
-        raise ValueError("mask='file' needs mask_dir: the folder holding <image stem>.png masks")
-    if missing not in ("black", "white"):
-        raise ValueError(f"unknown mask_missing_value {missing!r}; allowed: 'black', 'white'")
 

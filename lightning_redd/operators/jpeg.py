@@ -3,7 +3,8 @@
 ``x`` in ``[-1, 1]`` -> ``[0, 255]`` -> YCbCr (JFIF, full range) -> optional 4:2:0 chroma
 subsampling (2x2 means) -> 8x8 blocks minus 128 -> orthonormal 2-D DCT-II -> divide by the
 quantisation tables (ITU-T T.81 Annex K) scaled by ``quality`` as libjpeg does -> **round** ->
-multiply -> inverse DCT -> +128 -> nearest chroma upsampling -> RGB -> clip to ``[0, 255]`` ->
+multiply -> inverse DCT -> +128 -> chroma upsampling (nearest, or ``bilinear``: libjpeg's
+"fancy" triangular upsampling, which decoders such as PIL apply) -> RGB -> clip to ``[0, 255]`` ->
 ``[-1, 1]``. ``y`` is the decoded image ``(B, 3, H, W)``.
 
 ``measure`` rounds exactly; ``forward`` uses the rounding surrogate of
@@ -11,8 +12,10 @@ multiply -> inverse DCT -> +128 -> nearest chroma upsampling -> RGB -> clip to `
 """
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -34,8 +37,9 @@ RGB_TO_YCBCR = [[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418
 
 
 def scaled_table(table: list[int], quality: int) -> torch.Tensor:
-    """libjpeg's quality scaling: ``5000 / q`` below 50, ``200 - 2 q`` above; entries in [1, 255]."""
-    scale = 5000 / quality if quality < 50 else 200 - 2 * quality
+    """libjpeg's quality scaling: ``5000 // q`` (integer division, as libjpeg) below 50,
+    ``200 - 2 q`` above; entries ``(t * scale + 50) // 100`` in [1, 255]."""
+    scale = 5000 // quality if quality < 50 else 200 - 2 * quality
     t = torch.tensor(table, dtype=torch.float64)
     return torch.floor((t * scale + 50) / 100).clamp(1, 255).view(8, 8)
 
@@ -51,7 +55,9 @@ def dct_matrix(n: int = 8) -> torch.Tensor:
 
 class JPEG(RoundingOperator):
     """JPEG at ``quality`` in [1, 100] of RGB ``(B, 3, H, W)`` images, H and W multiples of 16
-    (8 without ``chroma_subsampling``)."""
+    (8 without ``chroma_subsampling``). For real JPEG files (``data.measured``) use
+    ``chroma_upsampling="bilinear"``: against PIL's decoder the mean difference drops from
+    1.6-2.5 to 0.9-1.3 levels (quality 10-90, the 4 demo images)."""
 
     def __init__(
         self,
@@ -59,6 +65,7 @@ class JPEG(RoundingOperator):
         quality: int = 10,
         chroma_subsampling: bool = True,
         surrogate: Surrogate = "straight_through",
+        chroma_upsampling: Literal["nearest", "bilinear"] = "nearest",
         sigma_y: float = 0.0,
         channels: int = 3,
     ) -> None:
@@ -68,11 +75,30 @@ class JPEG(RoundingOperator):
         if not 1 <= quality <= 100:
             raise ValueError(f"quality must be an integer in [1, 100], got {quality}")
         check_surrogate(surrogate)
+        if chroma_upsampling not in ("nearest", "bilinear"):
+            raise ValueError(f"unknown chroma_upsampling {chroma_upsampling!r}; allowed: 'nearest', 'bilinear'")
+        self.chroma_upsampling = chroma_upsampling
         self.quality, self.chroma_subsampling, self.surrogate = int(quality), bool(chroma_subsampling), surrogate
         self.register_buffer("q_luma", scaled_table(LUMA_TABLE, quality), persistent=False)
         self.register_buffer("q_chroma", scaled_table(CHROMA_TABLE, quality), persistent=False)
         self.register_buffer("dct", dct_matrix(), persistent=False)
         self.register_buffer("rgb2ycc", torch.tensor(RGB_TO_YCBCR, dtype=torch.float64), persistent=False)
+
+    def bind(self, seeds, shape, names=None, device=None, params=None) -> JPEG:
+        """With ``params["jpeg_luma"]`` and ``params["jpeg_chroma"]`` (``(B, 8, 8)``, e.g. the
+        quantisation tables of each image's own JPEG file), each image uses its own tables
+        instead of the ``quality`` tables."""
+        self.check_shape(shape)
+        luma, chroma = (None, None) if params is None else (params.get("jpeg_luma"), params.get("jpeg_chroma"))
+        if luma is None and chroma is None:
+            return self
+        if luma is None or chroma is None or luma.shape != (len(seeds), 8, 8) or chroma.shape != (len(seeds), 8, 8):
+            raise ValueError(f"given JPEG tables must be jpeg_luma and jpeg_chroma of shape (B={len(seeds)}, 8, 8)")
+        out = copy.copy(self)
+        out._buffers = dict(self._buffers)
+        out.q_luma = luma.double().to(device)[:, None, None]  # (B, 1, 1, 8, 8): broadcast over the blocks
+        out.q_chroma = chroma.double().to(device)[:, None, None]
+        return out
 
     def check_shape(self, shape: Sequence[int]) -> None:
         super().check_shape(shape)
@@ -103,7 +129,9 @@ class JPEG(RoundingOperator):
             chroma = F.avg_pool2d(chroma, 2)
         cb, cr = (self._codec(chroma[:, i], self.q_chroma, surrogate) for i in (0, 1))
         chroma = torch.stack([cb, cr], dim=1) - 128
-        if self.chroma_subsampling:
+        if self.chroma_subsampling and self.chroma_upsampling == "bilinear":  # libjpeg's "fancy" upsampling
+            chroma = F.interpolate(chroma, scale_factor=2, mode="bilinear", align_corners=False)
+        elif self.chroma_subsampling:
             chroma = chroma.repeat_interleave(2, dim=-2).repeat_interleave(2, dim=-1)
         rgb = torch.einsum("ij,bjhw->bihw", torch.linalg.inv(m), torch.cat([y[:, None], chroma], dim=1))
         return rgb.clamp(0, 255) / 127.5 - 1

@@ -4,13 +4,8 @@ from one image's generator."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
-
-from lightning_redd import resources
 
 
 def box_mask(h: int, w: int, fraction: float, position: str, g: torch.Generator) -> torch.Tensor:
@@ -103,49 +98,3 @@ def stroke_mask(h: int, w: int, coverage: tuple[float, float], g: torch.Generato
             if missing.sum().item() >= target * h * w:
                 break
     raise RuntimeError(f"stroke mask did not reach coverage {coverage}; widen the range")
-
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-
-
-def find_mask_file(mask_dir: str, stem: str) -> Path:
-    """The file ``mask_dir/<stem>.<ext>`` (any image extension)."""
-    root = resources.resolve_data(mask_dir)
-    if not root.is_dir():
-        raise FileNotFoundError(f"mask_dir {str(root)!r} is not a directory; set mask_dir to a folder of mask images")
-    hits = [root / f"{stem}{ext}" for ext in IMAGE_EXTENSIONS if (root / f"{stem}{ext}").is_file()]
-    hits += [p for p in root.iterdir() if p.stem == stem and p.suffix.lower() in IMAGE_EXTENSIONS and p not in hits]
-    if not hits:
-        raise FileNotFoundError(
-            f"no mask for image {stem!r} in {str(root)!r}; add {stem}.png (same stem as the image, "
-            f"extensions {IMAGE_EXTENSIONS})"
-        )
-    return hits[0]
-
-
-def file_mask(path: Path, h: int, w: int, channels: int, missing_value: str) -> torch.Tensor:
-    """Read a mask image: grayscale -> ``(1, H, W)``, RGB -> ``(3, H, W)`` per-channel masks.
-
-    Pixels >= 0.5 of full scale are white. ``missing_value`` says which colour marks missing pixels.
-    """
-    with Image.open(path) as img:
-        rgb = img.mode in ("RGB", "RGBA", "P", "CMYK", "YCbCr", "LAB", "HSV")
-        arr = np.asarray(img.convert("RGB" if rgb else "L"), dtype=np.float32) / 255.0
-    t = torch.from_numpy(arr.copy())
-    t = t.permute(2, 0, 1) if t.ndim == 3 else t[None]
-    if tuple(t.shape[1:]) != (h, w):
-        raise ValueError(
-            f"mask {str(path)!r} is {t.shape[1]}x{t.shape[2]} (HxW) but the image is {h}x{w}; "
-            "resize the mask to the image size"
-        )
-    if t.shape[0] not in (1, channels):
-        raise ValueError(
-            f"mask {str(path)!r} has {t.shape[0]} channels but images have {channels}; "
-            "use a grayscale mask (shared across channels) or one with one channel per image channel"
-        )
-    white = t >= 0.5
-    if missing_value == "black":
-        return white.float()
-    if missing_value == "white":
-        return (~white).float()
-    raise ValueError(f"unknown mask_missing_value {missing_value!r}; allowed: 'black', 'white'")

@@ -40,13 +40,13 @@ class NonlinearBlur(ForwardOperator):
         super().check_shape(shape)
         self.blur.check_shape(shape)
 
-    def bind(self, seeds, shape, names=None, device=None) -> NonlinearBlur:
+    def bind(self, seeds, shape, names=None, device=None, params=None) -> NonlinearBlur:
         self.check_shape(shape)
         out = NonlinearBlur(
             kernel_size=self.blur.kernel_size, intensity=self.blur.intensity, response=self.response,
             sigma_y=self.sigma_y, channels=self.channels,
         )
-        out.blur = self.blur.bind(seeds, shape, names, device)
+        out.blur = self.blur.bind(seeds, shape, names, device, params)
         return out
 
     @property

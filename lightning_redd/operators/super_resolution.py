@@ -74,7 +74,7 @@ class BlockAverageSR(_Downscale, SVDOperator):
         SVDOperator.check_shape(self, shape)
         self._check_divisible(shape)
 
-    def bind(self, seeds, shape, names=None, device=None) -> BlockAverageSR:
+    def bind(self, seeds, shape, names=None, device=None, params=None) -> BlockAverageSR:
         self.check_shape(shape)
         return bound_copy(self, shape, device)
 
@@ -213,7 +213,7 @@ class BicubicSR(_Downscale, SVDOperator):
         return fft_conv.pinv(y, self._G(y.shape[-2] * r, y.shape[-1] * r, y), r, self.pinv_rtol)
 
     # ------------------------------------------------------------------ SVD
-    def bind(self, seeds, shape, names=None, device=None) -> BicubicSR:
+    def bind(self, seeds, shape, names=None, device=None, params=None) -> BicubicSR:
         """Remember the image shape and compute the 1-D SVD factors (buffers, float64)."""
         self.check_shape(shape)
         out = bound_copy(self, shape, device)

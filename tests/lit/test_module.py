@@ -157,9 +157,8 @@ def test_mask_file_of_wrong_size_is_named(tmp_path):
     masks = tmp_path / "masks"
     masks.mkdir()
     Image.fromarray(np.full((7, 9), 255, np.uint8)).save(masks / "img0.png")
-    with pytest.raises(ValueError, match=r"(?i)size|shape"):
-        cli(args(tmp_path, images, "bad", "--model.operator.init_args.mask", "file",
-                 "--model.operator.init_args.mask_dir", str(masks)))
+    with pytest.raises(ValueError, match=r"mask .*img0.png is 9x7 but its image is \d+x\d+ \(source \d+x\d+\); give masks"):
+        cli(args(tmp_path, images, "bad", "--model.operator.init_args.mask", "file", "--data.masks", str(masks)))
     assert not (tmp_path / "bad" / "restored").exists()
 
 

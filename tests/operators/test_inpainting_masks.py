@@ -60,34 +60,37 @@ def _save(path, arr):
 
 
 def test_file_masks_gray_and_rgb(tmp_path):
+    from lightning_redd.data.params import read_mask
+
     gray = np.full((8, 8), 255, np.uint8)
     gray[:, :3] = 0
     _save(tmp_path / "cat.png", gray)
     rgb = np.full((8, 8, 3), 255, np.uint8)
     rgb[0, 0, 1] = 0
     _save(tmp_path / "dog.png", rgb)
-    op = Inpainting(mask="file", mask_dir=str(tmp_path)).bind([0, 1], (3, 8, 8), names=["cat", "dog"])
+    masks = [read_mask(tmp_path / f"{n}.png", (8, 8)) for n in ("cat", "dog")]
+    assert masks[0].shape == (1, 8, 8) and masks[1].shape == (3, 8, 8)
+    given = torch.stack([masks[0].expand(3, -1, -1), masks[1]])
+    op = Inpainting(mask="file").bind([0, 1], (3, 8, 8), names=["cat", "dog"], params={"mask": given})
     assert op.mask.shape == (2, 3, 8, 8)
     assert torch.all(op.mask[0, :, :, :3] == 0) and torch.all(op.mask[0, :, :, 3:] == 1)
     assert op.mask[1].sum() == 3 * 64 - 1 and op.mask[1, 1, 0, 0] == 0
-    inv = Inpainting(mask="file", mask_dir=str(tmp_path), mask_missing_value="white").bind([0], (3, 8, 8), names=["cat"])
-    assert torch.all(inv.mask[0, :, :, :3] == 1) and torch.all(inv.mask[0, :, :, 3:] == 0)
+    inv = read_mask(tmp_path / "cat.png", (8, 8), missing="white")
+    assert torch.all(inv[:, :, :3] == 1) and torch.all(inv[:, :, 3:] == 0)
 
 
 def test_file_mask_errors(tmp_path):
+    from lightning_redd.data.params import ParamFileError, find, read_mask
+
     _save(tmp_path / "cat.png", np.zeros((8, 6), np.uint8))
-    op = Inpainting(mask="file", mask_dir=str(tmp_path))
-    with pytest.raises(ValueError, match=r"is 8x6 \(HxW\) but the image is 8x8; resize the mask"):
-        op.bind([0], (3, 8, 8), names=["cat"])
-    with pytest.raises(FileNotFoundError, match="no mask for image 'owl'.*add owl.png"):
-        op.bind([0], (3, 8, 6), names=["owl"])
-    with pytest.raises(ValueError, match="needs image names"):
-        op.bind([0], (3, 8, 6))
-    with pytest.raises(FileNotFoundError, match="is not a directory"):
-        Inpainting(mask="file", mask_dir=str(tmp_path / "nope")).bind([0], (3, 8, 6), names=["cat"])
-    _save(tmp_path / "rgb.png", np.zeros((8, 6, 3), np.uint8))
-    with pytest.raises(ValueError, match="has 3 channels but images have 1"):
-        Inpainting(mask="file", mask_dir=str(tmp_path), channels=1).bind([0], (1, 8, 6), names=["rgb"])
+    with pytest.raises(ParamFileError, match=r"cat.png is 6x8 but its image is 8x8; give masks of the image's size"):
+        read_mask(tmp_path / "cat.png", (8, 8))
+    with pytest.raises(ParamFileError, match="no mask for image 'owl'.*add owl.png"):
+        find(tmp_path, "owl", (".png",), "mask")
+    with pytest.raises(ValueError, match="needs each image's mask: set data.masks"):
+        Inpainting(mask="file").bind([0], (3, 8, 6))
+    with pytest.raises(ValueError, match=r"given masks must be \(B=1, 1 or 1, 8, 6\), got \(1, 3, 8, 6\)"):
+        Inpainting(mask="file", channels=1).bind([0], (1, 8, 6), params={"mask": torch.ones(1, 3, 8, 6)})
 
 
 def test_noisy_measurement_keeps_missing_pixels_zero():

@@ -97,7 +97,6 @@ def test_kernel_larger_than_image():
     "kwargs, message",
     [
         ({"mask": "circle"}, "unknown mask 'circle'; allowed"),
-        ({"mask": "file"}, "needs mask_dir"),
         ({"box_fraction": 1.5}, r"box_fraction must be in \(0, 1\]"),
         ({"drop_fraction": 1.0}, r"drop_fraction must be in \[0, 1\)"),
         ({"coverage": (0.3, 0.2)}, "coverage must be"),

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lightning_redd.operators import fft_conv
-from lightning_redd.operators.blur import GaussianBlur, MotionBlur
+from lightning_redd.operators.blur import GaussianBlur, KernelBlur, MotionBlur
 from lightning_redd.operators.super_resolution import BicubicSR
 
 SEEDS = [3, 4]
@@ -64,6 +64,20 @@ def test_motion_blur_svd_with_a_large_cutoff():
     op = MotionBlur(kernel_size=9, pinv_rtol=0.2).bind(SEEDS, (3, 32, 32)).double()
     assert (op.svd_pinv_scale() == 0).any()
     _check_svd(op, (3, 32, 32))
+
+
+def test_given_kernels_blur_as_the_operator_that_drew_them_and_have_an_svd():
+    """KernelBlur with a batch's kernels given (as read from files) is the same blur as the
+    MotionBlur that drew them, per image, with a valid per-image SVD."""
+    drawn = MotionBlur(kernel_size=9).bind(SEEDS, (3, 32, 32)).double()
+    given = KernelBlur().bind(SEEDS, (3, 32, 32), params={"kernel": drawn.kernel[:, 0]}).double()
+    x = _rand(2, 3, 32, 32)
+    _close(given(x), drawn(x))
+    _check_svd(given, (3, 32, 32))
+    with pytest.raises(ValueError, match="needs each image's kernel: set data.kernels"):
+        KernelBlur().bind(SEEDS, (3, 32, 32))
+    with pytest.raises(ValueError, match="do not fit 8x8 images"):
+        KernelBlur().bind([0], (3, 8, 8), params={"kernel": torch.ones(1, 9, 9) / 81})
 
 
 def test_anisotropic_gaussian_blur_svd_shared_singulars():

@@ -1,0 +1,279 @@
+"""Measured data: restore the user's own degraded images ``y`` (no clean image needed).
+
+A folder of measurements, matched by name stem to optional folders of ground truth (for
+scores), masks (inpainting) and kernels (deblurring). Measurements are read at their own
+size (block SR: ``image_size / factor``; the factor is the operator's and checked against
+the prior's size before any compute):
+
+* PNG/JPEG/... 8-bit or 16-bit: pixel values in ``[0, 1]`` of full scale, mapped to the
+  operator's ``[-1, 1]``; grayscale files are replicated to 3 channels (and RGB converted to
+  gray for ``channels: 1``);
+* ``.npy``: ``(H, W)`` or ``(H, W, C)`` floats in the same ``[0, 1]`` units, not clipped (noisy
+  measurements keep their values outside ``[0, 1]``); float64 round-trips ``y`` exactly;
+* JPEG files for the JPEG operator are taken as they are: their quantisation tables are read
+  from the file and given to the operator (``jpeg_tables``), so the quality setting need not
+  be known.
+
+Every file is decoded and checked in ``setup``, and every problem (a missing mask or ground
+truth, a mask or kernel that does not fit, mixed measurement sizes, a measurement size the
+operator cannot produce from the prior's images) is reported in one error before any compute.
+
+``python -m lightning_redd.data.measured export-samples OUT`` writes the bundled sample
+folders (``data/measured``) from the demo images.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+
+from lightning_redd import resources
+from lightning_redd.data.folder import ImageFolderData, ImageFolderDataset
+from lightning_redd.data.images import IMAGE_EXTENSIONS, ImageFileError, check_folder, load_image, open_pixels
+from lightning_redd.data.params import ParamFileError, ParamFiles, read_jpeg_tables, stack
+
+MEASUREMENT_EXTENSIONS = IMAGE_EXTENSIONS + (".npy",)
+JPEG_EXTENSIONS = (".jpg", ".jpeg")
+
+
+def read_measurement(path: Path, channels: int = 3) -> torch.Tensor:
+    """``(channels, H, W)`` float32 in the operator's units (``2 v - 1`` of the file's ``v`` in
+    ``[0, 1]``); raises :class:`ImageFileError` naming the file."""
+    path = Path(path)
+    if path.suffix.lower() == ".npy":
+        try:
+            a = np.load(path, allow_pickle=False)
+        except Exception as err:
+            raise ImageFileError(f"{path.name}: not a readable .npy array ({err}); save it with numpy.save") from err
+        if a.ndim == 2:
+            a = a[:, :, None]
+        if a.ndim != 3 or a.shape[2] not in (1, 3) or not np.issubdtype(a.dtype, np.floating):
+            raise ImageFileError(f"{path.name}: array of shape {a.shape} and dtype {a.dtype}; save (H, W) or (H, W, 1 or 3) "
+                                 "floats in [0, 1] units")
+        if not np.isfinite(a).all():
+            raise ImageFileError(f"{path.name}: holds NaN or infinite values")
+        v = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64)).permute(2, 0, 1)
+    else:
+        im, _ = open_pixels(path)
+        if im.mode == "F":  # 16-bit gray
+            v = torch.from_numpy(np.asarray(im, dtype=np.float64).copy())[None].clamp(0, 65535) / 65535.0
+        else:
+            im = im.convert("RGB" if channels == 3 else "L")
+            v = torch.from_numpy(np.asarray(im, dtype=np.float64).copy()).reshape(im.size[1], im.size[0], -1).permute(2, 0, 1) / 255.0
+    if v.shape[0] != channels:
+        v = v.expand(channels, -1, -1) if v.shape[0] == 1 else v.mean(0, keepdim=True)
+    return (v * 2 - 1).float().contiguous()
+
+
+def write_measurement(path: Path, y: torch.Tensor) -> None:
+    """Save ``y`` ``(C, H, W)`` (operator units) as ``read_measurement`` reads it back: ``.npy``
+    float64 (exact), ``.png`` 16-bit (gray only, ``1/65535`` steps) or 8-bit (RGB, clipped to
+    ``[0, 1]``)."""
+    from PIL import Image
+
+    from lightning_redd.fsio import atomic_write
+
+    path = Path(path)
+    v = (y.detach().double().cpu() + 1) / 2
+    if path.suffix.lower() == ".npy":
+        atomic_write(path, lambda fh: np.save(fh, v.permute(1, 2, 0).numpy(), allow_pickle=False))
+        return
+    q = v.clamp(0, 1)
+    if q.shape[0] == 1:
+        im = Image.fromarray((q[0] * 65535).round().numpy().astype(np.uint16))
+    else:
+        im = Image.fromarray((q * 255).round().byte().permute(1, 2, 0).numpy())
+    atomic_write(path, lambda fh: im.save(fh, format="PNG"))
+
+
+def _decode(path: Path) -> tuple[tuple[int, int], str | None, str | None]:
+    try:
+        y = read_measurement(path)
+    except ImageFileError as err:
+        return (0, 0), None, str(err)
+    return (int(y.shape[2]), int(y.shape[1])), None, None
+
+
+class MeasuredFolderDataset(ImageFolderDataset):
+    """Batches of measurements (``y``, ``shape``, ``params`` and, with ground truth, ``x``)."""
+
+    def __init__(self, files: Sequence[Path], image_size: int, channels: int, seed: int, resize: str,
+                 params: ParamFiles, truths: dict[str, Path] | None, jpeg_tables: bool) -> None:
+        super().__init__(files, image_size, channels, seed, resize, params)
+        self.truths, self.jpeg_tables = truths, jpeg_tables
+
+    def tensors(self, i: int) -> dict:
+        path = self.files[i]
+        out = {"y": read_measurement(path, self.channels)}
+        params = self.params.read(path.stem, self.image_size) if self.params else {}
+        if self.jpeg_tables and path.suffix.lower() in JPEG_EXTENSIONS:
+            params.update(read_jpeg_tables(path) or {})
+        if params:
+            out["params"] = params
+        if self.truths is not None:
+            out["x"] = load_image(self.truths[path.stem], self.image_size, self.channels, self.resize)
+        return out
+
+    def __getitem__(self, keys) -> dict:
+        batch = super().__getitem__(keys)
+        batch["shape"] = (self.channels, self.image_size, self.image_size)
+        return batch
+
+
+def check_measured(data: ImageFolderData) -> MeasuredFolderDataset:
+    """``ImageFolderData.check`` with ``measured: true``: every measurement, ground-truth image,
+    mask and kernel decoded, the measurement size checked against the operator, every problem
+    in one :class:`InputProblems`; returns the dataset."""
+    report = check_folder(data.root, image_size=0, skip_non_images=data.skip_non_images, limit=data.limit,
+                          extensions=MEASUREMENT_EXTENSIONS, decode=_decode)
+    problems = list(report.problems)
+    stems = [f.stem for f in report.files]
+    sizes: dict[tuple[int, int], list[str]] = {}
+    for f in report.files:
+        sizes.setdefault(report.sizes[f], []).append(f.name)
+    if len(sizes) > 1:
+        listed = "; ".join(f"{w}x{h}: {len(v)} file(s) ({', '.join(v[:5])}{' ...' if len(v) > 5 else ''})"
+                           for (w, h), v in sorted(sizes.items(), key=lambda kv: -len(kv[1])))
+        problems.append(f"measurements of mixed sizes in {data.root} ({listed}); one run restores one size: "
+                        "put each size in its own folder")
+    checker = _Checks(data)
+    truths = checker.truths(stems, problems)
+    problems += data.params.problems(stems, data.image_size)
+    if len(sizes) == 1 and not problems:
+        problems += checker.shape_problems(report.files[0], next(iter(sizes)))
+    problems += data.run_folder.problems(data.input_folders())
+    data.raise_problems(problems)
+    for note in report.notes:
+        rank_zero_info(f"lightning-redd: {note}")
+    return MeasuredFolderDataset(report.files, data.image_size, data.channels, data.seed, data.resize, data.params,
+                                 truths, data.jpeg_tables)
+
+
+class _Checks:
+    def __init__(self, data: ImageFolderData) -> None:
+        self.data = data
+        self.ground_truth, self.root, self.image_size = data.ground_truth, data.root, data.image_size
+        self.params, self.jpeg_tables, self.channels, self.trainer = data.params, data.jpeg_tables, data.channels, data.trainer
+
+    def truths(self, stems: list[str], problems: list[str]) -> dict[str, Path] | None:
+        if self.ground_truth is None:
+            return None
+        gt = check_folder(self.ground_truth, image_size=self.image_size, skip_non_images=True)
+        if not self.ground_truth.is_dir():
+            problems.append(f"ground-truth folder {self.ground_truth} does not exist; set data.ground_truth to a folder "
+                            "of clean images named like the measurements, or null")
+            return None
+        problems += gt.problems
+        by_stem = {f.stem: f for f in gt.files}
+        missing = [s for s in stems if s not in by_stem]
+        problems += [f"no ground truth for measurement {s!r} in {self.ground_truth}: add {s}.png, or set "
+                     "data.ground_truth null to restore without scores" for s in missing]
+        return by_stem
+
+    def shape_problems(self, first: Path, size: tuple[int, int]) -> list[str]:
+        """The measurement size against what the operator makes of the prior's images."""
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        if module is None or not hasattr(module, "measurement_shape"):
+            return []
+        image_shape = (self.channels, self.image_size, self.image_size)
+        try:
+            params = self.params.read(first.stem, self.image_size) if self.params else {}
+        except ParamFileError:
+            return []  # reported with the files' problems
+        if self.jpeg_tables and first.suffix.lower() in JPEG_EXTENSIONS:
+            params.update(read_jpeg_tables(first) or {})
+        try:
+            expected = module.measurement_shape(image_shape, params)
+        except ValueError as err:
+            return [f"the operator cannot take {self.image_size}x{self.image_size} images: {err}"]
+        w, h = size
+        if tuple(expected[-2:]) == (h, w):
+            return []
+        op = module.operator
+        msg = (f"the measurements in {self.root} are {w}x{h}, but {type(op).__name__} makes {expected[-1]}x{expected[-2]} "
+               f"measurements of the prior's {self.image_size}x{self.image_size} images")
+        factor = getattr(op, "factor", None)
+        if factor is not None and h == w and self.image_size % h == 0:
+            msg += (f"; these fit factor {self.image_size // h}: set model.operator.init_args.factor "
+                    f"{self.image_size // h} (or give {self.image_size // int(factor)}x{self.image_size // int(factor)} "
+                    f"measurements for factor {factor})")
+        elif factor is not None:
+            msg += (f"; no integer factor maps {self.image_size} to {h}x{w}: give "
+                    f"{self.image_size // int(factor)}x{self.image_size // int(factor)} measurements for factor {factor}")
+        else:
+            msg += "; give measurements of that size (or set data.image_size to the prior's size)"
+        return [msg]
+
+
+# ---------------------------------------------------------------------- the bundled samples
+SAMPLE_TASKS = ("inpainting", "sr4", "deblur", "jpeg")
+
+
+def export_samples(out: Path, images: Path, image_size: int = 64) -> dict[str, Path]:
+    """Degrade the demo images once per sample task and write the measured folders the
+    ``configs/measured/*.yaml`` configs read: ``out/<task>/`` with the measurements,
+    ``out/masks/``, ``out/kernels/`` and ``out/ground_truth/`` (the clean 64 px images).
+
+    Noise is drawn as a synthetic run with seed 0 draws it for the image; y is then saved as
+    a user's file would be: 8-bit PNG (quantised), JPEG files as real JPEGs.
+
+    * inpainting: the demo's stroke masks (``data/masks``), missing pixels black, no noise;
+    * sr4: block averaging x4 (16x16), sigma_y 0.01;
+    * deblur: a 15x15 Gaussian kernel of std 1.5 px saved as ``.npy``, sigma_y 0.01;
+    * jpeg: quality 10, 4:2:0 (PIL's encoder).
+    """
+    from PIL import Image
+
+    from lightning_redd import seeding
+    from lightning_redd.data.params import read_mask
+    from lightning_redd.fsio import atomic_write
+    from lightning_redd.operators.blur import KernelBlur
+    from lightning_redd.operators.kernels import gaussian_kernel
+    from lightning_redd.operators.super_resolution import BlockAverageSR
+
+    files = check_folder(images, image_size=image_size).files
+    made = {t: out / t for t in SAMPLE_TASKS + ("masks", "kernels", "ground_truth")}
+    kernel = gaussian_kernel(15, (1.5, 1.5))
+    mask_dir = resources.resolve_data("package:masks")
+    sr, blur = BlockAverageSR(factor=4, sigma_y=0.01), KernelBlur(sigma_y=0.01)
+    for index, f in enumerate(files):
+        x = load_image(f, image_size)[None]
+        shape, noise = tuple(x.shape[1:]), [seeding.generator(0, index, "noise")]
+        gt = Image.fromarray(((x[0] + 1) * 127.5).round().clamp(0, 255).byte().permute(1, 2, 0).numpy())
+        atomic_write(made["ground_truth"] / f"{f.stem}.png", lambda fh: gt.save(fh, format="PNG"))
+        mask = read_mask(next(mask_dir.glob(f"{f.stem}.*")), (image_size, image_size))
+        m_img = Image.fromarray((mask[0] * 255).byte().numpy())
+        atomic_write(made["masks"] / f"{f.stem}.png", lambda fh: m_img.save(fh, format="PNG"))
+        write_measurement(made["inpainting"] / f"{f.stem}.png", (x[0] * mask - (1 - mask)))
+        with torch.no_grad():
+            write_measurement(made["sr4"] / f"{f.stem}.png", sr.bind([0], shape).measure(x, noise)[0])
+            noise = [seeding.generator(0, index, "noise")]
+            bound = blur.bind([0], shape, params={"kernel": kernel.float()[None]})
+            write_measurement(made["deblur"] / f"{f.stem}.png", bound.measure(x, noise)[0])
+        atomic_write(made["kernels"] / f"{f.stem}.npy", lambda fh: np.save(fh, kernel.numpy(), allow_pickle=False))
+        atomic_write(made["jpeg"] / f"{f.stem}.jpg", lambda fh: gt.save(fh, format="JPEG", quality=10, subsampling=2))
+    return made
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lightning_redd.data.measured",
+                                     description="Write the sample measured folders from the demo images.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    e = sub.add_parser("export-samples", help="degrade the demo images for each sample task (data/measured)")
+    e.add_argument("out", type=Path)
+    e.add_argument("--images", default="package:demo", help="clean images (default: the bundled demo)")
+    e.add_argument("--image-size", type=int, default=64)
+    args = parser.parse_args(argv)
+    made = export_samples(args.out, resources.resolve_data(args.images), args.image_size)
+    for name, folder in made.items():
+        print(f"{name}: {folder}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
