@@ -24,6 +24,8 @@ import torch
 from lightning_redd.priors.base import DiffusionPrior
 from lightning_redd.priors.loaders import load_into, load_state_dict_file
 from lightning_redd.priors.networks.adm import NUM_CLASSES, ADMUNet, adm_kwargs
+from lightning_redd.priors.networks.attention import AttentionImpl, check_impl
+from lightning_redd.priors.speed import prepare_network
 
 CHECKPOINT_HOW_TO = (
     "pass the file with --model.prior.init_args.checkpoint /path/to/weights.pt (e.g. 256x256_diffusion_uncond.pt) "
@@ -48,7 +50,10 @@ class ADMPrior(DiffusionPrior):
         checkpoint: path of the weights (``.pt``/``.pth``/``.safetensors``, see
             :mod:`lightning_redd.priors.loaders`). Required unless ``allow_random_init``.
         allow_random_init: permit ``checkpoint=None`` (random weights, for tests and benchmarks).
-        channels_last: run the network in channels-last memory format (often faster on GPUs).
+        channels_last, attention, compile, sync_checks: speed switches, none of which changes a
+            state-dict key (:mod:`lightning_redd.priors.speed`): channels-last memory format
+            (off), the attention kernel (``"auto"``: see the module; ``"sdpa"``; ``"math"``: the explicit product),
+            ``torch.compile`` of the network (off), host-side checks of ``t`` (off).
     """
 
     def __init__(
@@ -73,8 +78,11 @@ class ADMPrior(DiffusionPrior):
         checkpoint: str | None = None,
         allow_random_init: bool = False,
         channels_last: bool = False,
+        attention: AttentionImpl = "auto",
+        compile: bool = False,
+        sync_checks: bool = False,
     ) -> None:
-        super().__init__(channels=3, image_size=image_size)
+        super().__init__(channels=3, image_size=image_size, sync_checks=sync_checks)
         if class_label is not None and not 0 <= class_label < NUM_CLASSES:
             raise ValueError(f"class_label must be in [0, {NUM_CLASSES - 1}], got {class_label}")
         if class_label is not None and not class_cond:
@@ -92,11 +100,9 @@ class ADMPrior(DiffusionPrior):
         self.class_label = class_label
         #: optional per-batch labels ``(B,)`` overriding ``class_label``.
         self.class_labels: torch.Tensor | None = None
-        self.channels_last = bool(channels_last)
-        self.net = self._build(kwargs, checkpoint, allow_random_init)
-        self.net.eval().requires_grad_(False)
-        if self.channels_last:
-            self.net.to(memory_format=torch.channels_last)
+        self.channels_last, self.attention, self.compile = bool(channels_last), check_impl(attention), bool(compile)
+        self.net = prepare_network(self._build(kwargs, checkpoint, allow_random_init), attention=attention,
+                                   channels_last=self.channels_last, compile=self.compile)
 
     @staticmethod
     def _build(kwargs: dict, checkpoint: str | None, allow_random_init: bool) -> ADMUNet:

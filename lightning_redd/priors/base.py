@@ -24,10 +24,14 @@ class DiffusionPrior(nn.Module):
             size works, e.g. fully convolutional analytic priors).
         betas: the noise schedule ``(T,)``; default: the spec's linear schedule
             (1e-4 to 0.02 over 1000 steps).
+        sync_checks: check the values of ``t`` on the host whatever its device (a device-to-host
+            synchronisation per call on accelerators). Off by default: see :meth:`eps`.
     """
 
-    def __init__(self, *, channels: int = 3, image_size: int | None = None, betas: torch.Tensor | None = None) -> None:
+    def __init__(self, *, channels: int = 3, image_size: int | None = None, betas: torch.Tensor | None = None,
+                 sync_checks: bool = False) -> None:
         super().__init__()
+        self.sync_checks = bool(sync_checks)
         betas = schedules.linear_betas() if betas is None else betas.to(torch.float64)
         self.channels = int(channels)
         self.image_size = None if image_size is None else int(image_size)
@@ -45,12 +49,35 @@ class DiffusionPrior(nn.Module):
         integer times ``t`` ``(B,)``."""
         raise NotImplementedError
 
+    def check_times(self, t: torch.Tensor | int, batch: int, device: torch.device) -> torch.Tensor:
+        """``t`` as a ``(batch,)`` long tensor on ``device``, checked without a host sync.
+
+        Shape errors are always raised here (``ValueError``). Values: a ``t`` on the CPU (or a
+        Python number) is range-checked eagerly, which costs no synchronisation; a ``t`` already
+        on an accelerator is checked on the host only with ``sync_checks``, else on the device
+        with ``torch._assert_async`` (CUDA; a bad value then fails the run at the next
+        synchronisation, as a device-side assertion), and not at all on backends without it.
+        """
+        t = torch.as_tensor(t).long().reshape(-1)
+        if t.numel() == 1:
+            t = t.expand(batch)
+        if t.numel() != batch:
+            raise ValueError(f"t must hold one integer per image: got {t.numel()} for a batch of {batch}")
+        top = self.num_timesteps - 1
+        if t.device.type == "cpu" or self.sync_checks:
+            if int(t.min()) < 0 or int(t.max()) > top:
+                raise ValueError(f"t must hold integers in [0, {top}], got {t.tolist()}")
+        elif t.device.type == "cuda" and hasattr(torch, "_assert_async"):
+            torch._assert_async(((t >= 0) & (t <= top)).all(), f"t must hold integers in [0, {top}]")
+        return t.to(device)
+
     def eps(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """``eps_hat = eps_theta(x_t, t)`` in float32, under the configured autocast.
 
         Args:
             x_t: ``(B, C, H, W)`` noisy images (unbounded; ``x0`` lives in ``[-1, 1]``).
-            t: ``(B,)`` integer times in ``[0, T-1]`` (a scalar is broadcast).
+            t: ``(B,)`` integer times in ``[0, T-1]`` (a scalar is broadcast); checked by
+                :meth:`check_times` (no host synchronisation unless ``sync_checks``).
         """
         if x_t.ndim != 4 or x_t.shape[1] != self.channels:
             raise ValueError(f"{type(self).__name__} expects (B, {self.channels}, H, W) inputs, got {tuple(x_t.shape)}")
@@ -59,11 +86,7 @@ class DiffusionPrior(nn.Module):
                 f"{type(self).__name__} was trained on {self.image_size}x{self.image_size} images, got "
                 f"{x_t.shape[-2]}x{x_t.shape[-1]}; set the data's image_size to {self.image_size}"
             )
-        t = torch.as_tensor(t, device=x_t.device).long().reshape(-1)
-        if t.numel() == 1:
-            t = t.expand(x_t.shape[0])
-        if t.numel() != x_t.shape[0] or int(t.min()) < 0 or int(t.max()) >= self.num_timesteps:
-            raise ValueError(f"t must hold one integer in [0, {self.num_timesteps - 1}] per image, got {t.tolist()}")
+        t = self.check_times(t, x_t.shape[0], x_t.device)
         if self.autocast_dtype is None:
             ctx = contextlib.nullcontext()
         else:

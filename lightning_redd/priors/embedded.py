@@ -18,7 +18,9 @@ from safetensors.torch import save_file
 
 from lightning_redd.priors.base import DiffusionPrior
 from lightning_redd.priors.loaders import CheckpointError, CheckpointFileNotFound, CheckpointMismatchError, mismatch_report, resolve_path
+from lightning_redd.priors.networks.attention import AttentionImpl, check_impl
 from lightning_redd.priors.networks.unet import UNet
+from lightning_redd.priors.speed import prepare_network
 
 #: File name of the shipped checkpoint inside ``lightning_redd/priors/weights/``.
 DEFAULT_CHECKPOINT_NAME = "embedded64.safetensors"
@@ -122,35 +124,37 @@ class EmbeddedPrior(DiffusionPrior):
     Args:
         checkpoint: path to a ``.safetensors`` file; ``None``: the one shipped in the package
             (``lightning_redd/priors/weights/embedded64.safetensors``).
-        channels_last: run the network in channels-last memory format (faster convolutions
-            on CPU and on tensor-core GPUs).
+        channels_last, attention, compile, sync_checks: speed switches, none of which changes a
+            state-dict key (:mod:`lightning_redd.priors.speed`): channels-last memory format
+            (off), the attention kernel (``"auto"``: see the module; ``"sdpa"``; ``"math"``: the explicit product),
+            ``torch.compile`` of the network (off), host-side checks of ``t`` (off).
     """
 
-    def __init__(self, *, checkpoint: str | None = None, channels_last: bool = False) -> None:
+    def __init__(self, *, checkpoint: str | None = None, channels_last: bool = False, attention: AttentionImpl = "auto",
+                 compile: bool = False, sync_checks: bool = False) -> None:
         path = default_checkpoint_path() if checkpoint is None else Path(checkpoint)
         network = load_network(path)
-        self._setup(network, channels_last)
+        self._setup(network, channels_last=channels_last, attention=attention, compile=compile, sync_checks=sync_checks)
         self.checkpoint = str(path)
         self.metadata = read_metadata(path)
 
     @classmethod
-    def from_network(cls, network: UNet, *, channels_last: bool = False) -> "EmbeddedPrior":
-        """Wrap an in-memory :class:`UNet` (e.g. a freshly trained or random one) without a file."""
+    def from_network(cls, network: UNet, *, channels_last: bool = False, attention: AttentionImpl = "auto",
+                     compile: bool = False, sync_checks: bool = False) -> "EmbeddedPrior":
+        """Wrap an in-memory :class:`UNet` (e.g. a freshly trained or random one) without a file,
+        with the constructor's speed switches."""
         prior = cls.__new__(cls)
-        prior._setup(network, channels_last)
+        prior._setup(network, channels_last=channels_last, attention=attention, compile=compile, sync_checks=sync_checks)
         prior.checkpoint = None
         prior.metadata = {"arch": type(network).__name__, "network": dict(network.config), "training": {}}
         return prior
 
-    def _setup(self, network: UNet, channels_last: bool) -> None:
+    def _setup(self, network: UNet, *, channels_last: bool = False, attention: AttentionImpl = "auto",
+               compile: bool = False, sync_checks: bool = False) -> None:
         cfg = network.config
-        DiffusionPrior.__init__(self, channels=cfg["in_channels"], image_size=cfg["image_size"])
-        self.channels_last = bool(channels_last)
-        network.requires_grad_(False)
-        network.eval()
-        if self.channels_last:
-            network = network.to(memory_format=torch.channels_last)
-        self.network = network
+        DiffusionPrior.__init__(self, channels=cfg["in_channels"], image_size=cfg["image_size"], sync_checks=sync_checks)
+        self.channels_last, self.attention, self.compile = bool(channels_last), check_impl(attention), bool(compile)
+        self.network = prepare_network(network, attention=attention, channels_last=self.channels_last, compile=self.compile)
 
     def train(self, mode: bool = True) -> "EmbeddedPrior":
         """Keep the frozen network in eval mode whatever the parent module does."""

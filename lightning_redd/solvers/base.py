@@ -14,10 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Literal
 
+import numpy as np
 import torch
 
+from lightning_redd import seeding
 from lightning_redd.operators.base import ForwardOperator
 from lightning_redd.priors.base import DiffusionPrior
 
@@ -117,3 +119,52 @@ class Solver:
         bad = ~torch.isfinite(x.detach()).flatten(1).all(dim=1)
         state.diverged = state.diverged | bad
         return torch.where(state.diverged.view(-1, *([1] * (x.ndim - 1))), torch.zeros((), dtype=x.dtype, device=x.device), x)
+
+
+#: where the per-iterate noise of a solve is drawn (:class:`NoiseSource`).
+NoiseMode = Literal["auto", "host", "device"]
+NOISE_MODES = ("auto", "host", "device")
+
+
+def device_seed(generator: torch.Generator) -> int:
+    """A 63-bit seed for an image's device generator, mixed from the seed its host generator
+    was created with (``generator.initial_seed()``; nothing is drawn from it)."""
+    state = np.random.SeedSequence([generator.initial_seed() & 0xFFFFFFFF, generator.initial_seed() >> 32, 0xDE71CE])
+    words = state.generate_state(2, np.uint32)
+    return (int(words[0]) << 31) ^ int(words[1])
+
+
+class NoiseSource:
+    """Standard normal draws ``(B, *shape)`` for a solve's iterates, image ``i`` from its own stream.
+
+    ``mode``:
+
+    * ``"host"``: from the images' CPU generators (``gens``), one image at a time, then copied
+      to ``device``: the reference path, identical on every device (a host loop and a
+      host-to-device copy per draw on accelerators);
+    * ``"device"``: from one ``torch.Generator`` per image *on* ``device``, seeded once from that
+      image's host generator (:func:`device_seed`): no host work but one kernel launch per image
+      and draw; a different stream from ``"host"``, so results differ from the CPU path;
+    * ``"auto"``: ``"host"`` on the CPU (today's results, bit for bit), ``"device"`` elsewhere.
+
+    Either way an image's draws depend only on its own seed: not on batch size, batch mates,
+    or the number of devices.
+    """
+
+    def __init__(self, gens: Sequence[torch.Generator], device: torch.device, mode: str = "auto") -> None:
+        if mode not in NOISE_MODES:
+            raise ValueError(f"unknown noise mode {mode!r}; allowed: {NOISE_MODES}")
+        self.device = torch.device(device)
+        self.mode = ("host" if self.device.type == "cpu" else "device") if mode == "auto" else mode
+        self.host_gens = list(gens)
+        if self.mode == "device":
+            self.gens = [torch.Generator(device=self.device).manual_seed(device_seed(g)) for g in self.host_gens]
+        else:
+            self.gens = self.host_gens
+
+    def randn(self, shape: Sequence[int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """``(B, *shape)`` standard normal draws on :attr:`device`."""
+        shape = tuple(shape)
+        if self.mode == "host":
+            return seeding.randn(shape, self.gens, device=self.device, dtype=dtype)
+        return torch.stack([torch.randn(shape, generator=g, dtype=dtype, device=self.device) for g in self.gens])

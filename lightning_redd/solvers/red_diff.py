@@ -26,11 +26,14 @@ import torch
 from lightning_redd import seeding
 from lightning_redd.operators.base import ForwardOperator, check_finite
 from lightning_redd.priors.base import DiffusionPrior
-from lightning_redd.solvers.base import Solver, SolverState
+from lightning_redd.solvers.base import NOISE_MODES, NoiseMode, NoiseSource, Solver, SolverState
 from lightning_redd.solvers.grids import ORDERS, ordered_grid
 from lightning_redd.solvers.weighting import WEIGHTINGS, Weighting, red_diff_weight
 
 INITS = ("pinv", "zeros", "random")
+#: Adam implementations (``adam``): torch's per-tensor loop, its multi-tensor (foreach) and fused kernels.
+ADAM_IMPLS = ("auto", "for-loop", "foreach", "fused")
+AdamImpl = Literal["auto", "for-loop", "foreach", "fused"]
 
 
 @dataclass
@@ -40,12 +43,21 @@ class RedDiffState(SolverState):
     Attributes:
         mu: ``(B, C, H, W)`` float32 leaf tensor, the variational mean (the restored image).
         optimizer: Adam over ``[mu]``.
-        times: ``(B, S, K)`` long (CPU), the time(s) each iterate visits, per image.
+        times: ``(B, S, K)`` long on the data's device (moved there once, at ``init``), the
+            time(s) each iterate visits, per image.
+        sqrt_abar, sqrt_one_minus_abar, weight: ``(B, S, K)`` float32 on the data's device:
+            ``sqrt(abar_t)``, ``sqrt(1 - abar_t)`` and ``w_t`` of every visited time, computed
+            once at ``init`` (so an iterate only indexes them: no copy, no host sync).
+        noise: the per-iterate noise draws (:class:`~lightning_redd.solvers.base.NoiseSource`).
     """
 
     mu: torch.Tensor = None  # type: ignore[assignment]
     optimizer: torch.optim.Optimizer = None  # type: ignore[assignment]
     times: torch.Tensor = None  # type: ignore[assignment]
+    sqrt_abar: torch.Tensor = None  # type: ignore[assignment]
+    sqrt_one_minus_abar: torch.Tensor = None  # type: ignore[assignment]
+    weight: torch.Tensor = None  # type: ignore[assignment]
+    noise: NoiseSource = None  # type: ignore[assignment]
 
     @property
     def done(self) -> bool:
@@ -73,6 +85,13 @@ class RedDiff(Solver):
         adam_betas: Adam's betas (reference: (0.9, 0.99)); no weight decay.
         parallel: ``K >= 1`` times per iterate evaluated in one batched denoiser call; their
             regulariser gradients are averaged (each with its own weight ``w_t``).
+        noise: where the per-iterate noise (``eps``, and ``n0`` when ``sigma_x0 > 0``) is drawn
+            (:class:`~lightning_redd.solvers.base.NoiseSource`): ``host`` (each image's CPU
+            generator, copied to the device), ``device`` (one generator per image on the data's
+            device), ``auto`` (default: ``host`` on the CPU, ``device`` on accelerators).
+        adam: Adam's implementation: ``for-loop``, ``foreach`` or ``fused`` (torch's kernels);
+            ``auto`` (default): ``foreach`` on the CPU (bit-identical to ``for-loop`` there),
+            ``fused`` on CUDA (one kernel per step; differs from the others by float rounding).
     """
 
     label = "RED-diff"
@@ -90,6 +109,8 @@ class RedDiff(Solver):
         sigma_x0: float = 0.0,
         adam_betas: tuple[float, float] = (0.9, 0.99),
         parallel: int = 1,
+        noise: NoiseMode = "auto",
+        adam: AdamImpl = "auto",
     ) -> None:
         if num_steps < 1 or parallel < 1:
             raise ValueError(f"num_steps and parallel must be >= 1, got {num_steps}, {parallel}")
@@ -101,12 +122,17 @@ class RedDiff(Solver):
             raise ValueError(f"unknown init {init!r}; allowed: {INITS}")
         if lr <= 0 or lam < 0 or obs_weight < 0 or sigma_x0 < 0:
             raise ValueError(f"need lr > 0 and lam, obs_weight, sigma_x0 >= 0; got {lr}, {lam}, {obs_weight}, {sigma_x0}")
+        if noise not in NOISE_MODES:
+            raise ValueError(f"unknown noise {noise!r}; allowed: {NOISE_MODES}")
+        if adam not in ADAM_IMPLS:
+            raise ValueError(f"unknown adam {adam!r}; allowed: {ADAM_IMPLS}")
         if not all(0 <= b < 1 for b in adam_betas) or len(adam_betas) != 2:
             raise ValueError(f"adam_betas must be two numbers in [0, 1), got {adam_betas}")
         self.num_steps, self.parallel = int(num_steps), int(parallel)
         self.lr, self.lam, self.obs_weight, self.sigma_x0 = float(lr), float(lam), float(obs_weight), float(sigma_x0)
         self.weighting, self.order, self.init_mode = weighting, order, init
         self.adam_betas = (float(adam_betas[0]), float(adam_betas[1]))
+        self.noise, self.adam = noise, adam
 
     @property
     def num_iterates(self) -> int:
@@ -149,11 +175,30 @@ class RedDiff(Solver):
         check_finite(y, "y")
         if len(gens) != y.shape[0]:
             raise ValueError(f"need one generator per image: got {len(gens)} for a batch of {y.shape[0]}")
-        times = self.schedule(prior, gens)
+        times = self.schedule(prior, gens)  # before the initial estimate: both may draw from gens
         x_init = self.initial_estimate(y, op, gens).detach()
+        device = x_init.device
+        times = times.to(device)
+        abar = prior.alphas_cumprod.to(device)[times].float()
+        weight = red_diff_weight(prior.alphas_cumprod.to(device), times, self.lam, self.weighting).float()
         mu = x_init.clone().requires_grad_(True)
-        optimizer = torch.optim.Adam([mu], lr=self.lr, betas=self.adam_betas, weight_decay=0.0)
-        return RedDiffState(x_init=x_init, gens=list(gens), mu=mu, optimizer=optimizer, times=times)
+        optimizer = torch.optim.Adam([mu], lr=self.lr, betas=self.adam_betas, weight_decay=0.0, **self.adam_options(device))
+        return RedDiffState(x_init=x_init, gens=list(gens), mu=mu, optimizer=optimizer, times=times, sqrt_abar=abar.sqrt(),
+                            sqrt_one_minus_abar=(1 - abar).sqrt(), weight=weight,
+                            noise=NoiseSource(gens, device, self.noise))
+
+    def adam_options(self, device: torch.device) -> dict[str, bool]:
+        """``torch.optim.Adam`` keyword for :attr:`adam` on ``device`` (``auto`` resolved)."""
+        impl = self.adam
+        if impl == "auto":
+            impl = "fused" if device.type == "cuda" else "foreach"
+        if impl == "for-loop":
+            return {"foreach": False}
+        if impl == "foreach":
+            return {"foreach": True}
+        if impl == "fused":
+            return {"fused": True}
+        raise ValueError(f"unknown adam {self.adam!r}; allowed: {ADAM_IMPLS}")
 
     # ------------------------------------------------------------------ iterate
     def regulariser_grad(self, state: RedDiffState, x0: torch.Tensor, prior: DiffusionPrior) -> torch.Tensor:
@@ -162,14 +207,14 @@ class RedDiff(Solver):
         The ``K`` noisy copies of every image go through the denoiser in one batched call,
         under ``torch.no_grad`` so that no activation of the network is kept.
         """
-        b, k = x0.shape[0], self.parallel
-        t = state.times[:, state.k].to(x0.device)  # (B, K)
-        abar = prior.alphas_cumprod[t].float().view(b, k, 1, 1, 1)
-        eps = seeding.randn((k, *x0.shape[1:]), state.gens, device=x0.device)  # (B, K, C, H, W)
+        b, k, i = x0.shape[0], self.parallel, state.k
+        t = state.times[:, i]  # (B, K), already on the device
+        eps = state.noise.randn((k, *x0.shape[1:]))  # (B, K, C, H, W)
         with torch.no_grad():
-            x_t = abar.sqrt() * x0.detach().float().unsqueeze(1) + (1 - abar).sqrt() * eps
+            a, s = state.sqrt_abar[:, i].view(b, k, 1, 1, 1), state.sqrt_one_minus_abar[:, i].view(b, k, 1, 1, 1)
+            x_t = a * x0.detach().float().unsqueeze(1) + s * eps
             eps_hat = prior.eps(x_t.flatten(0, 1), t.flatten()).view_as(eps)
-            w = red_diff_weight(prior.alphas_cumprod, t, self.lam, self.weighting).float().view(b, k, 1, 1, 1)
+            w = state.weight[:, i].view(b, k, 1, 1, 1)
             return (w * (eps_hat - eps)).mean(dim=1)
 
     def step(self, state: RedDiffState, y: torch.Tensor, op: ForwardOperator, prior: DiffusionPrior) -> dict[str, torch.Tensor]:
@@ -183,7 +228,7 @@ class RedDiff(Solver):
         mu = state.mu
         x0 = mu
         if self.sigma_x0 > 0:
-            x0 = mu + self.sigma_x0 * seeding.randn(mu.shape[1:], state.gens, device=mu.device)
+            x0 = mu + self.sigma_x0 * state.noise.randn(mu.shape[1:])
         g_reg = self.regulariser_grad(state, x0, prior)
         with torch.enable_grad():
             resid = (y - op(x0)).float().flatten(1)

@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lightning_redd.priors.networks.attention import AttentionImpl, attend, check_impl, resolve
+
 #: guided-diffusion's default ``channel_mult`` per image size (used when none is given).
 DEFAULT_CHANNEL_MULT: dict[int, tuple[float, ...]] = {
     512: (0.5, 1, 1, 2, 2, 4, 4),
@@ -180,15 +182,28 @@ class ResBlock(TimestepBlock):
         return self.skip_connection(x) + h
 
 
-def qkv_attention(qkv: torch.Tensor, num_heads: int, legacy: bool) -> torch.Tensor:
+def qkv_attention(qkv: torch.Tensor, num_heads: int, legacy: bool, impl: str = "math") -> torch.Tensor:
     """Multi-head self-attention ``(B, 3 * C, L) -> (B, C, L)``.
 
     ``legacy``: the channel axis is laid out ``[head][q|k|v][ch]`` (heads split first);
-    otherwise ``[q|k|v][head][ch]``. ``q`` and ``k`` are each scaled by ``ch^-1/4`` before the
-    product (friendlier to half precision) and the softmax runs in float32.
+    otherwise ``[q|k|v][head][ch]``. ``impl``: ``"math"`` scales ``q`` and ``k`` each by
+    ``ch^-1/4`` before the product (friendlier to half precision) and runs the softmax in
+    float32, as the released network does; ``"sdpa"`` hands the same heads to
+    :func:`~torch.nn.functional.scaled_dot_product_attention` (equal in exact arithmetic; the
+    ``(L, L)`` weights are never stored); ``"auto"``: ``"math"`` on the CPU (bit-identical to
+    earlier releases; SDPA is not faster there, see ``docs/PERFORMANCE.md``), ``"sdpa"`` elsewhere.
     """
     b, width, length = qkv.shape
     ch = width // (3 * num_heads)
+    impl = resolve(impl, qkv.device, cpu="math")
+    if impl == "sdpa":  # one copy to (B, heads, L, 3, ch): fused kernels need unit stride along ch
+        if legacy:
+            z = qkv.reshape(b, num_heads, 3, ch, length).permute(0, 1, 4, 2, 3)
+        else:
+            z = qkv.reshape(b, 3, num_heads, ch, length).permute(0, 2, 4, 1, 3)
+        q, k, v = z.contiguous().unbind(dim=3)
+        return attend(q, k, v, impl).transpose(-1, -2).reshape(b, num_heads * ch, length)
+    check_impl(impl)
     if legacy:
         q, k, v = qkv.reshape(b * num_heads, 3 * ch, length).split(ch, dim=1)
     else:
@@ -204,10 +219,11 @@ class AttentionBlock(nn.Module):
     """Residual spatial self-attention ``(B, C, H, W) -> (B, C, H, W)``.
 
     ``num_head_channels > 0`` fixes the width per head (``heads = C / num_head_channels``);
-    otherwise ``num_heads`` heads are used.
+    otherwise ``num_heads`` heads are used. ``attention``: the kernel (see :func:`qkv_attention`).
     """
 
-    def __init__(self, channels: int, num_heads: int = 1, num_head_channels: int = -1, new_order: bool = False) -> None:
+    def __init__(self, channels: int, num_heads: int = 1, num_head_channels: int = -1, new_order: bool = False,
+                 attention: AttentionImpl = "auto") -> None:
         super().__init__()
         if num_head_channels > 0:
             if channels % num_head_channels:
@@ -217,6 +233,8 @@ class AttentionBlock(nn.Module):
             raise ValueError(f"attention channels {channels} not divisible into num_heads={num_heads} heads")
         self.num_heads = num_heads
         self.legacy = not new_order
+        #: ``"auto"``, ``"sdpa"`` or ``"math"`` (:mod:`~lightning_redd.priors.networks.attention`); not in the state dict.
+        self.attention_impl = check_impl(attention)
         self.norm = _norm(channels)
         self.qkv = nn.Conv1d(channels, 3 * channels, 1)
         self.proj_out = _zeroed(nn.Conv1d(channels, channels, 1))
@@ -224,7 +242,7 @@ class AttentionBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, hgt, wid = x.shape
         x = x.reshape(b, c, hgt * wid)
-        h = qkv_attention(self.qkv(self.norm(x)), self.num_heads, self.legacy)
+        h = qkv_attention(self.qkv(self.norm(x)), self.num_heads, self.legacy, self.attention_impl)
         return (x + self.proj_out(h)).reshape(b, c, hgt, wid)
 
 

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lightning_redd.priors.networks.attention import AttentionImpl, attend, check_impl, resolve
+
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     """Sinusoidal embedding ``(B, dim)`` of times ``t`` ``(B,)`` (integers or floats in ``[0, T)``)."""
@@ -63,10 +65,16 @@ class ResBlock(nn.Module):
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention over the ``H*W`` positions, residual, zero-initialised output."""
+    """Multi-head self-attention over the ``H*W`` positions, residual, zero-initialised output.
 
-    def __init__(self, channels: int, num_groups: int, head_dim: int = 32) -> None:
+    ``attention``: the kernel, ``"sdpa"``, ``"math"`` or ``"auto"`` (``"sdpa"``, which this network has always
+    used; :mod:`~lightning_redd.priors.networks.attention`);
+    a plain attribute, not part of the state dict or of :attr:`UNet.config`.
+    """
+
+    def __init__(self, channels: int, num_groups: int, head_dim: int = 32, attention: AttentionImpl = "auto") -> None:
         super().__init__()
+        self.attention_impl = check_impl(attention)
         self.heads = max(1, channels // head_dim)
         self.norm = _norm(channels, num_groups)
         self.qkv = nn.Conv2d(channels, 3 * channels, 1)
@@ -75,8 +83,11 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
         b, c, h, w = x.shape
         qkv = self.qkv(self.norm(x)).reshape(b, 3, self.heads, c // self.heads, h * w)
-        q, k, v = (qkv[:, i].transpose(-1, -2) for i in range(3))  # (B, heads, HW, d)
-        out = F.scaled_dot_product_attention(q, k, v)
+        if x.device.type == "cpu":  # strided views, exactly as the network has always run on the CPU
+            q, k, v = (qkv[:, i].transpose(-1, -2) for i in range(3))  # each (B, heads, HW, d)
+        else:  # one copy to (B, heads, HW, 3, d): the fused GPU kernels need unit stride along d
+            q, k, v = qkv.permute(0, 2, 4, 1, 3).contiguous().unbind(dim=3)
+        out = attend(q, k, v, resolve(self.attention_impl, x.device, cpu="sdpa"))
         return x + self.proj(out.transpose(-1, -2).reshape(b, c, h, w))
 
 

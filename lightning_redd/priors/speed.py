@@ -1,0 +1,48 @@
+"""Speed switches of the network-backed priors, applied in one place.
+
+Every switch is a constructor flag of :class:`~lightning_redd.priors.adm.ADMPrior` and
+:class:`~lightning_redd.priors.embedded.EmbeddedPrior` (so a config sets it) and none of them
+changes a state-dict key, so checkpoints load the same whichever are on:
+
+* ``attention``: ``"sdpa"`` (:func:`torch.nn.functional.scaled_dot_product_attention`, fused
+  kernels that never store the ``(L, L)`` weights), ``"math"`` (the explicit product, the
+  reference path) or ``"auto"`` (default: on the CPU the path each network always took there,
+  explicit for ADM and SDPA for the embedded UNet, so CPU results stay bit-identical; SDPA on
+  accelerators);
+* ``channels_last``: run the network in channels-last memory format (off by default);
+* ``compile``: wrap the network's call in :func:`torch.compile` in place (``nn.Module.compile``,
+  so parameter names stay; off by default; the first call compiles, which takes minutes for
+  the ADM networks);
+* ``sync_checks`` (on :class:`~lightning_redd.priors.base.DiffusionPrior`): check the values of
+  ``t`` on the host on every device (off by default; see ``DiffusionPrior.eps``).
+
+Mixed precision is not a prior flag: the Lightning module sets ``autocast_dtype`` from the
+Trainer's ``precision`` (``bf16-mixed``: bfloat16 autocast around the network only).
+See ``docs/PERFORMANCE.md`` for the measurements behind the defaults.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lightning_redd.priors.networks.attention import set_attention
+
+#: keyword arguments of ``nn.Module.compile`` for ``compile=True`` (default: torch's, i.e. inductor).
+COMPILE_OPTIONS: dict = {}
+
+
+def prepare_network(network: nn.Module, *, attention: str = "auto", channels_last: bool = False,
+                    compile: bool = False) -> nn.Module:
+    """Freeze ``network`` (eval mode, no gradients) and apply the switches; returns it (in place)."""
+    network.eval().requires_grad_(False)
+    set_attention(network, attention)  # validates the name; a network without attention ignores it
+    if channels_last:
+        network.to(memory_format=torch.channels_last)
+    if compile:
+        network.compile(**COMPILE_OPTIONS)
+    return network
+
+
+def is_compiled(network: nn.Module) -> bool:
+    """Whether :func:`prepare_network` compiled ``network`` (``nn.Module.compile`` in place)."""
+    return getattr(network, "_compiled_call_impl", None) is not None
