@@ -208,6 +208,17 @@ class ImageFolderData(L.LightningDataModule):
         if self.dataset is None:
             self.dataset = self.check()
 
+    #: batch entries the module reads on the host every step: kept on the CPU (no device sync per iterate)
+    HOST_KEYS = ("pad", "iterate", "index", "seed", "name", "shape")
+
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        """Only the tensors the solve uses go to the device; the bookkeeping stays on the host."""
+        if not isinstance(batch, dict):
+            return super().transfer_batch_to_device(batch, device, dataloader_idx)
+        host = {k: v for k, v in batch.items() if k in self.HOST_KEYS}
+        moved = super().transfer_batch_to_device({k: v for k, v in batch.items() if k not in host}, device, dataloader_idx)
+        return {**moved, **host}
+
     # ------------------------------------------------------------------ what to restore
     def pending_indices(self) -> list[int]:
         """Indices not yet finished in the output folder (read once on rank 0 and broadcast,
