@@ -11,7 +11,8 @@ probability 1/2. Grayscale photos are replicated to RGB; RGBA is composited on w
 
 Whole photos are held out for validation and the demo images (``HELDOUT_PHOTOS``); they are
 never trained on. ``python -m lightning_redd.data.photos export-demo data/demo`` writes the
-deterministic demo PNGs.
+deterministic demo PNGs; ``... export-split DIR --split test|tuning`` writes more held-out
+crops (:func:`export_split`: the demo images plus test crops, or disjoint tuning crops).
 """
 from __future__ import annotations
 
@@ -42,6 +43,17 @@ DEMO_IMAGES = (
     ("coffee.png", "coffee", None),
     ("motorcycle.png", "motorcycle_left", None),
 )
+
+#: Extra held-out crops (beyond the demo images) per split: photo -> number of crops. The
+#: crops of one photo never overlap one another, whichever split they belong to.
+SPLIT_CROPS = {
+    "test": {"chelsea": 2, "coffee": 2, "motorcycle_left": 2},
+    "tuning": {"motorcycle_right": 2, "chelsea": 1, "coffee": 1},
+}
+#: Crop sides (full-resolution pixels) are log-uniform in [CROP_MIN_SIDE, CROP_MAX_FRACTION * shorter side].
+CROP_MIN_SIDE, CROP_MAX_FRACTION = 96, 0.45
+#: A crop whose grey levels vary less than this (std in [0, 1] units) is flat wall or sky: redrawn.
+CROP_MIN_STD = 0.06
 
 
 def skimage_data_dir() -> Path:
@@ -241,14 +253,80 @@ def export_demo(out_dir: str | Path, size: int = 64) -> list[Path]:
     return written
 
 
+def _overlaps(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _draw_crop(img: Image.Image, taken: list, size: int, g: torch.Generator) -> tuple[int, int, int, int]:
+    """A square box of ``img`` overlapping none of ``taken`` and textured enough (:data:`CROP_MIN_STD`)."""
+    w, h = img.size
+    lo, hi = math.log(CROP_MIN_SIDE), math.log(max(CROP_MIN_SIDE, CROP_MAX_FRACTION * min(w, h)))
+    for _ in range(2000):
+        side = round(math.exp(lo + (hi - lo) * float(torch.rand((), generator=g))))
+        left = int(torch.randint(0, w - side + 1, (), generator=g))
+        top = int(torch.randint(0, h - side + 1, (), generator=g))
+        box = (left, top, left + side, top + side)
+        if any(_overlaps(box, t) for t in taken):
+            continue
+        gray = np.asarray(img.crop(box).resize((size, size), Image.Resampling.LANCZOS).convert("L"), dtype=np.float64) / 255
+        if gray.std() >= CROP_MIN_STD:
+            return box
+    raise RuntimeError(f"could not place another non-overlapping textured crop in a {w}x{h} photo; lower SPLIT_CROPS")
+
+
+def held_out_crops(size: int = 64, seed: int = 0) -> list[tuple[str, str, str, tuple[int, int, int, int]]]:
+    """The crops of :data:`SPLIT_CROPS`: ``(split, file name, photo, box)``, deterministic in ``seed``.
+
+    Per photo, one generator (from ``seed`` and the photo's position in :data:`HELDOUT_PHOTOS`)
+    places the test crops first, then the tuning crops, each avoiding all earlier ones, so the
+    tuning and test crops of a photo share no pixel. (The demo images are whole-photo views at
+    a coarser scale and do overlap them.)
+    """
+    root, out = skimage_data_dir(), []
+    for p, stem in enumerate(HELDOUT_PHOTOS):
+        img, taken = load_rgb(_find(root, stem)), []
+        g = torch.Generator().manual_seed(seed * 1000 + p)
+        for split, counts in SPLIT_CROPS.items():
+            for i in range(counts.get(stem, 0)):
+                taken.append(_draw_crop(img, taken, size, g))
+                out.append((split, f"{stem}_{split}{i:02d}.png", stem, taken[-1]))
+    return out
+
+
+def export_split(out_dir: str | Path, split: str, size: int = 64, seed: int = 0) -> list[Path]:
+    """Write a held-out split as ``size`` PNGs into ``out_dir``: ``test`` = the demo images
+    (:func:`export_demo`, byte-identical to ``data/demo``) plus the test crops of
+    :func:`held_out_crops`; ``tuning`` = the tuning crops only (disjoint from the test crops)."""
+    if split not in SPLIT_CROPS:
+        raise ValueError(f"unknown split {split!r}; allowed: {tuple(SPLIT_CROPS)}")
+    out_dir = Path(out_dir)
+    written = export_demo(out_dir, size) if split == "test" else []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    root = skimage_data_dir()
+    for s, name, stem, box in held_out_crops(size, seed):
+        if s == split:
+            load_rgb(_find(root, stem)).crop(box).resize((size, size), Image.Resampling.LANCZOS).save(out_dir / name)
+            written.append(out_dir / name)
+    return written
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m lightning_redd.data.photos")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("export-demo", help="write the held-out demo PNGs")
     demo.add_argument("out_dir")
     demo.add_argument("--size", type=int, default=64)
+    split = sub.add_parser("export-split", help="write a held-out split: test (demo images + crops) or tuning (crops)")
+    split.add_argument("out_dir")
+    split.add_argument("--split", choices=tuple(SPLIT_CROPS), required=True)
+    split.add_argument("--size", type=int, default=64)
+    split.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    for path in export_demo(args.out_dir, args.size):
+    if args.command == "export-demo":
+        paths = export_demo(args.out_dir, args.size)
+    else:
+        paths = export_split(args.out_dir, args.split, args.size, args.seed)
+    for path in paths:
         print(path)
 
 

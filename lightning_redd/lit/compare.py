@@ -4,6 +4,7 @@
         --solver red_diff=configs/solver/red_diff.yaml --solver dps=configs/solver/dps.yaml \\
         --set red_diff:model.solver.init_args.num_steps=100 --set data.limit=2
     python -m lightning_redd.lit.compare table ... --grid red_diff:model.solver.init_args.lr=0.25,0.5 --emit-best DIR
+    python -m lightning_redd.lit.compare table ... --solvers 'configs/ablations/solver/weighting_*.yaml'
     python -m lightning_redd.lit.compare iterates ... --steps 25 50 100 200
 
 Every solver runs through the real ``lightning-redd predict`` (:func:`lightning_redd.lit.cli.cli`)
@@ -24,7 +25,10 @@ does not count) and its rise above the resident size at that start per image; on
 
 ``--grid LABEL:KEY=V1,V2`` runs the product of the listed values as separate rows; with
 ``--emit-best DIR`` the best row (highest mean PSNR) of each solver is written as a config
-fragment ``DIR/<label>.yaml``. ``iterates`` runs each solver at several ``num_steps`` and
+fragment ``DIR/<label>.yaml``. ``--solvers GLOB`` adds every matching fragment, labelled by its file
+stem less the pattern's prefix before ``*``. ``--resume`` reuses a run whose folder holds the same
+arguments, the same config contents (less the keys the arguments set) and a record for every image
+it solved; anything else runs again. ``iterates`` runs each solver at several ``num_steps`` and
 writes ``iterates.csv`` and a PSNR-versus-iterates plot ``iterates.png``.
 """
 from __future__ import annotations
@@ -247,8 +251,13 @@ def run_spec(spec: Spec, configs: list[str], out: Path, *, isolate: str, threads
     if resume and saved.is_file():
         done = json.loads(saved.read_text())
         if done.get("args") == args and _pruned(done.get("contents"), spec) == _pruned(contents, spec):
-            print(f"compare: {spec.label}: reusing {root}", file=sys.stderr)
-            return {**done, "spec": spec, "root": root, "records": RunFolder(root).records()}
+            records = RunFolder(root).records()
+            if len(records) >= _images_run(done["clock"]):
+                print(f"compare: {spec.label}: reusing {root}", file=sys.stderr)
+                return {**done, "spec": spec, "root": root, "records": records}
+            print(f"compare: {spec.label}: {root} holds {len(records)} of {_images_run(done['clock'])} records; "
+                  "running it again", file=sys.stderr)
+    saved.unlink(missing_ok=True)
     root.mkdir(parents=True, exist_ok=True)
     (root / CLOCK_FILE).unlink(missing_ok=True)
     print(f"compare: {spec.label}: lightning-redd {shlex.join(args)}", file=sys.stderr)
@@ -265,13 +274,28 @@ def run_spec(spec: Spec, configs: list[str], out: Path, *, isolate: str, threads
 
         if threads:
             torch.set_num_threads(threads)
-        cli(args)
+        argv, sys.argv = sys.argv, sys.argv[:1]  # LightningCLI warns when both sys.argv[1:] and args are given
+        try:
+            cli(args)
+        finally:
+            sys.argv = argv
     wall = time.perf_counter() - started
+    if not (root / CLOCK_FILE).is_file():
+        raise RuntimeError(f"compare: {spec.label}: the run ended without {root / CLOCK_FILE} (did predict run?)")
     clock = json.loads((root / CLOCK_FILE).read_text())
+    records = RunFolder(root).records()
+    if len(records) < _images_run(clock):
+        raise RuntimeError(f"compare: {spec.label}: {_images_run(clock)} images solved but {len(records)} records "
+                           f"written under {root / 'records'}; not saved as finished")
     saved.write_text(json.dumps({"args": args, "contents": contents, "clock": clock, "wall": wall, "isolate": isolate},
                                 indent=1) + "\n")
     return {"spec": spec, "root": root, "args": args, "clock": clock, "wall": wall, "isolate": isolate,
-            "records": RunFolder(root).records()}
+            "records": records}
+
+
+def _images_run(clock: dict) -> int:
+    """How many images the clocked predict batches held."""
+    return sum(n for _, n in clock.get("batches", []))
 
 
 def _child(argv: list[str]) -> int:
@@ -494,7 +518,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--isolate", choices=("process", "none"), default="process",
                    help="process: a fresh subprocess per run (own peak memory); none: in this process")
     p.add_argument("--threads", type=int, help="torch.set_num_threads in each run")
-    p.add_argument("--resume", action="store_true", help="reuse runs whose folder holds the same arguments")
+    p.add_argument("--resume", action="store_true", help="reuse runs whose folder holds the same arguments, config contents and a record per image")
     p.add_argument("--title", default="Solver comparison")
 
 
