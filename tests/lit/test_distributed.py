@@ -17,7 +17,7 @@ NAMES = ["chelsea", "chelsea_face", "coffee", "motorcycle"]
 #: the README's bound between batch layouts / process counts: max difference of an 8-bit pixel
 #: (measured on the full demo: <= 2 levels; see README "Results across devices and batches")
 PIXEL_BOUND = 3
-STEPS = 60
+STEPS = 30
 
 
 def run(out: Path, subcommand: str, *extra: str) -> subprocess.CompletedProcess:
