@@ -16,6 +16,8 @@ import resource
 import subprocess
 import sys
 
+from lightning_redd.rss import reset_peak_rss as reset_peak
+
 
 def rss_bytes() -> int:
     """Current resident set size (``/proc/self/statm``; ``ru_maxrss`` where absent)."""
@@ -26,14 +28,6 @@ def rss_bytes() -> int:
         return peak_bytes()
 
 
-def reset_peak() -> bool:
-    """Reset the kernel's RSS high-water mark (Linux ``clear_refs`` 5); False where unsupported."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def peak_bytes() -> int:

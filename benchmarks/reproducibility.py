@@ -58,7 +58,7 @@ def compare(ref: Path, other: Path) -> dict:
     psnr_o = {r["name"]: float(r["psnr"]) for r in csv.DictReader(open(other / "metrics.csv"))}
     dx, dpx, frac = 0.0, 0, []
     for n in NAMES:
-        a, b = torch.load(ref / f"{n}.x_hat.pt"), torch.load(other / f"{n}.x_hat.pt")
+        a, b = torch.load(ref / f"{n}.x_hat.pt", weights_only=True), torch.load(other / f"{n}.x_hat.pt", weights_only=True)
         dx = max(dx, float((a - b).abs().max()))
         pa = np.asarray(Image.open(ref / "restored" / f"{n}.png")).astype(int)
         pb = np.asarray(Image.open(other / "restored" / f"{n}.png")).astype(int)

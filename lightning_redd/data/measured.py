@@ -141,11 +141,10 @@ def check_measured(data: ImageFolderData) -> MeasuredFolderDataset:
                            for (w, h), v in sorted(sizes.items(), key=lambda kv: -len(kv[1])))
         problems.append(f"measurements of mixed sizes in {data.root} ({listed}); one run restores one size: "
                         "put each size in its own folder")
-    checker = _Checks(data)
-    truths = checker.truths(stems, problems)
+    truths = _truths(data, stems, problems)
     problems += data.params.problems(stems, data.image_size)
     if len(sizes) == 1 and not problems:
-        problems += checker.shape_problems(report.files[0], next(iter(sizes)))
+        problems += _shape_problems(data, report.files[0], next(iter(sizes)))
     problems += data.run_folder.problems(data.input_folders())
     data.raise_problems(problems)
     for note in report.notes:
@@ -154,60 +153,55 @@ def check_measured(data: ImageFolderData) -> MeasuredFolderDataset:
                                  truths, data.jpeg_tables)
 
 
-class _Checks:
-    def __init__(self, data: ImageFolderData) -> None:
-        self.data = data
-        self.ground_truth, self.root, self.image_size = data.ground_truth, data.root, data.image_size
-        self.params, self.jpeg_tables, self.channels, self.trainer = data.params, data.jpeg_tables, data.channels, data.trainer
+def _truths(data: ImageFolderData, stems: list[str], problems: list[str]) -> dict[str, Path] | None:
+    if data.ground_truth is None:
+        return None
+    if not data.ground_truth.is_dir():
+        problems.append(f"ground-truth folder {data.ground_truth} does not exist; set data.ground_truth to a folder "
+                        "of clean images named like the measurements, or null")
+        return None
+    gt = check_folder(data.ground_truth, image_size=data.image_size, skip_non_images=True)
+    problems += gt.problems
+    by_stem = {f.stem: f for f in gt.files}
+    missing = [s for s in stems if s not in by_stem]
+    problems += [f"no ground truth for measurement {s!r} in {data.ground_truth}: add {s}.png, or set "
+                 "data.ground_truth null to restore without scores" for s in missing]
+    return by_stem
 
-    def truths(self, stems: list[str], problems: list[str]) -> dict[str, Path] | None:
-        if self.ground_truth is None:
-            return None
-        gt = check_folder(self.ground_truth, image_size=self.image_size, skip_non_images=True)
-        if not self.ground_truth.is_dir():
-            problems.append(f"ground-truth folder {self.ground_truth} does not exist; set data.ground_truth to a folder "
-                            "of clean images named like the measurements, or null")
-            return None
-        problems += gt.problems
-        by_stem = {f.stem: f for f in gt.files}
-        missing = [s for s in stems if s not in by_stem]
-        problems += [f"no ground truth for measurement {s!r} in {self.ground_truth}: add {s}.png, or set "
-                     "data.ground_truth null to restore without scores" for s in missing]
-        return by_stem
 
-    def shape_problems(self, first: Path, size: tuple[int, int]) -> list[str]:
-        """The measurement size against what the operator makes of the prior's images."""
-        module = self.trainer.lightning_module if self.trainer is not None else None
-        if module is None or not hasattr(module, "measurement_shape"):
-            return []
-        image_shape = (self.channels, self.image_size, self.image_size)
-        try:
-            params = self.params.read(first.stem, self.image_size) if self.params else {}
-        except ParamFileError:
-            return []  # reported with the files' problems
-        if self.jpeg_tables and first.suffix.lower() in JPEG_EXTENSIONS:
-            params.update(read_jpeg_tables(first) or {})
-        try:
-            expected = module.measurement_shape(image_shape, params)
-        except ValueError as err:
-            return [f"the operator cannot take {self.image_size}x{self.image_size} images: {err}"]
-        w, h = size
-        if tuple(expected[-2:]) == (h, w):
-            return []
-        op = module.operator
-        msg = (f"the measurements in {self.root} are {w}x{h}, but {type(op).__name__} makes {expected[-1]}x{expected[-2]} "
-               f"measurements of the prior's {self.image_size}x{self.image_size} images")
-        factor = getattr(op, "factor", None)
-        if factor is not None and h == w and self.image_size % h == 0:
-            msg += (f"; these fit factor {self.image_size // h}: set model.operator.init_args.factor "
-                    f"{self.image_size // h} (or give {self.image_size // int(factor)}x{self.image_size // int(factor)} "
-                    f"measurements for factor {factor})")
-        elif factor is not None:
-            msg += (f"; no integer factor maps {self.image_size} to {h}x{w}: give "
-                    f"{self.image_size // int(factor)}x{self.image_size // int(factor)} measurements for factor {factor}")
-        else:
-            msg += "; give measurements of that size (or set data.image_size to the prior's size)"
-        return [msg]
+def _shape_problems(data: ImageFolderData, first: Path, size: tuple[int, int]) -> list[str]:
+    """The measurement size against what the operator makes of the prior's images."""
+    module = data.trainer.lightning_module if data.trainer is not None else None
+    if module is None or not hasattr(module, "measurement_shape"):
+        return []
+    image_shape = (data.channels, data.image_size, data.image_size)
+    try:
+        params = data.params.read(first.stem, data.image_size) if data.params else {}
+    except ParamFileError:
+        return []  # reported with the files' problems
+    if data.jpeg_tables and first.suffix.lower() in JPEG_EXTENSIONS:
+        params.update(read_jpeg_tables(first) or {})
+    try:
+        expected = module.measurement_shape(image_shape, params)
+    except ValueError as err:
+        return [f"the operator cannot take {data.image_size}x{data.image_size} images: {err}"]
+    w, h = size
+    if tuple(expected[-2:]) == (h, w):
+        return []
+    op = module.operator
+    msg = (f"the measurements in {data.root} are {w}x{h}, but {type(op).__name__} makes {expected[-1]}x{expected[-2]} "
+           f"measurements of the prior's {data.image_size}x{data.image_size} images")
+    factor = getattr(op, "factor", None)
+    if factor is not None and h == w and data.image_size % h == 0:
+        msg += (f"; these fit factor {data.image_size // h}: set model.operator.init_args.factor "
+                f"{data.image_size // h} (or give {data.image_size // int(factor)}x{data.image_size // int(factor)} "
+                f"measurements for factor {factor})")
+    elif factor is not None:
+        msg += (f"; no integer factor maps {data.image_size} to {h}x{w}: give "
+                f"{data.image_size // int(factor)}x{data.image_size // int(factor)} measurements for factor {factor}")
+    else:
+        msg += "; give measurements of that size (or set data.image_size to the prior's size)"
+    return [msg]
 
 
 # ---------------------------------------------------------------------- the bundled samples

@@ -15,7 +15,9 @@ of a run at once, before any compute.
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -159,16 +161,21 @@ class ParamFiles:
     def folders(self) -> list[Path]:
         return [p for p in (self.masks, self.kernels) if p is not None]
 
+    def _mask(self, stem: str, size: int, transform=None, source=None) -> torch.Tensor:
+        return read_mask(find(self.masks, stem, IMAGE_EXTENSIONS, "mask"), (size, size), self.mask_missing, transform, source)
+
+    def _kernel(self, stem: str, size: int) -> torch.Tensor:
+        return read_kernel(find(self.kernels, stem, KERNEL_EXTENSIONS, "kernel"), size)
+
     def read(self, stem: str, size: int, transform: Callable[[Image.Image], Image.Image] | None = None,
              source: tuple[int, int] | None = None) -> dict[str, torch.Tensor]:
         """One image's parameters (``mask`` ``(1 or 3, size, size)``, ``kernel`` ``(k, k)``);
         ``transform``/``source``: as :func:`read_mask`."""
         out: dict[str, torch.Tensor] = {}
         if self.masks is not None:
-            path = find(self.masks, stem, IMAGE_EXTENSIONS, "mask")
-            out["mask"] = read_mask(path, (size, size), self.mask_missing, transform, source)
+            out["mask"] = self._mask(stem, size, transform, source)
         if self.kernels is not None:
-            out["kernel"] = read_kernel(find(self.kernels, stem, KERNEL_EXTENSIONS, "kernel"), size)
+            out["kernel"] = self._kernel(stem, size)
         return out
 
     def problems(self, stems: Sequence[str], size: int, transforms: dict[str, tuple] | None = None) -> list[str]:
@@ -182,19 +189,15 @@ class ParamFiles:
             return problems
 
         def one(stem: str) -> list[str]:
+            readers = ([lambda: self._mask(stem, size, *(transforms or {}).get(stem, (None, None)))] if self.masks else []) \
+                + ([lambda: self._kernel(stem, size)] if self.kernels else [])
             found = []
-            for kind in ("masks", "kernels"):
-                if getattr(self, kind) is None:
-                    continue
-                only = ParamFiles(**{kind: getattr(self, kind)}, mask_missing=self.mask_missing)
+            for read in readers:
                 try:
-                    only.read(stem, size, *(transforms or {}).get(stem, (None, None)))
+                    read()
                 except ParamFileError as err:
                     found.append(str(err))
             return found
 
-        from concurrent.futures import ThreadPoolExecutor
-        import os
-
-        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # decoding releases the GIL
             return [p for found in pool.map(one, stems) for p in found]

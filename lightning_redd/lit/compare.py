@@ -53,6 +53,8 @@ import torch
 import yaml
 from PIL import Image, ImageDraw, ImageFont
 
+from lightning_redd.rss import reset_peak_rss
+
 MODULE = "lightning_redd.lit.compare"  # not __name__: that is "__main__" under python -m
 CLOCK_FILE = "compare_clock.json"
 RUN_FILE = "compare_run.json"
@@ -72,16 +74,6 @@ def _status_kib(key: str) -> float | None:
     except OSError:
         return None
     return None
-
-
-def _reset_peak_rss() -> bool:
-    """Reset the process's RSS high-water mark (Linux ``clear_refs`` 5); False if unsupported."""
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
 
 
 class SolveClock(L.Callback):
@@ -105,7 +97,7 @@ class SolveClock(L.Callback):
             return
         rss = _status_kib("VmRSS")
         self.info["load_peak_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        reset = _reset_peak_rss() and rss is not None
+        reset = reset_peak_rss() and rss is not None
         self.info.update(memory="cpu VmHWM (reset at predict start)" if reset else "cpu ru_maxrss (process peak)",
                          start_mib=(rss or 0.0) / 1024)
 

@@ -24,27 +24,9 @@ def make_images(folder: Path, n: int = 3, size: int = 20) -> Path:
 
 
 def args(tmp_path: Path, images: Path, out: str, *extra: str, subcommand: str = "predict") -> list[str]:
-    return [
-        subcommand,
-        "--seed_everything", "0",
-        "--trainer.accelerator", "cpu",
-        "--trainer.devices", "1",
-        "--trainer.logger", "false",
-        "--trainer.enable_progress_bar", "false",
-        "--trainer.enable_model_summary", "false",
-        "--trainer.default_root_dir", str(tmp_path / out),
-        "--model.prior", "helpers.ConvPrior",
-        "--model.operator", "lightning_redd.operators.inpainting.Inpainting",
-        "--model.operator.init_args.mask", "random",
-        "--model.operator.init_args.drop_fraction", "0.4",
-        "--model.operator.init_args.sigma_y", "0.02",
-        "--model.solver", "lightning_redd.solvers.red_diff.RedDiff",
-        "--model.solver.init_args.num_steps", "6",
-        "--model.solver.init_args.order", "random",
-        "--data.root", str(images),
-        "--data.image_size", str(IMG),
-        *extra,
-    ]
+    from helpers import tiny_args
+
+    return tiny_args(tmp_path / out, images, *extra, subcommand=subcommand, size=IMG)
 
 
 def restored(root: Path) -> dict[str, np.ndarray]:
