@@ -16,7 +16,7 @@ import resource
 import subprocess
 import sys
 
-from lightning_redd.rss import reset_peak_rss as reset_peak
+from lightning_redd.runs.memory import reset_peak_rss as reset_peak
 
 
 def rss_bytes() -> int:

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from lightning_redd import resources
 from lightning_redd.data.images import RESIZE_MODES, check_folder, format_problems, list_images, load_image  # noqa: F401 (re-exported)
 from lightning_redd.data.images import crop_resize
-from lightning_redd.data.outputs import RunFolder
+from lightning_redd.runs.folder import RunFolder
 from lightning_redd.data.params import ParamFiles, stack
 from lightning_redd.data.sampling import Key, ShardedBatches
 

@@ -76,7 +76,7 @@ def write_measurement(path: Path, y: torch.Tensor) -> None:
     ``[0, 1]``)."""
     from PIL import Image
 
-    from lightning_redd.fsio import atomic_write
+    from lightning_redd.runs.fsio import atomic_write
 
     path = Path(path)
     v = (y.detach().double().cpu() + 1) / 2
@@ -225,7 +225,7 @@ def export_samples(out: Path, images: Path, image_size: int = 64) -> dict[str, P
 
     from lightning_redd import seeding
     from lightning_redd.data.params import read_mask
-    from lightning_redd.fsio import atomic_write
+    from lightning_redd.runs.fsio import atomic_write
     from lightning_redd.operators.blur import KernelBlur
     from lightning_redd.operators.kernels import gaussian_kernel
     from lightning_redd.operators.super_resolution import BlockAverageSR

@@ -12,7 +12,7 @@ What the CLI adds to Lightning's:
 * the output folder is the run's: ``data.output_dir`` follows ``trainer.default_root_dir``,
   logs go to ``<default_root_dir>/logs`` unless a logger is configured, re-running the same
   command resumes (finished images are skipped), and a run with other deciding settings in
-  the same folder is refused (:mod:`lightning_redd.lit.run_config`; ``--overwrite true``
+  the same folder is refused (:mod:`lightning_redd.runs.config`; ``--overwrite true``
   replaces it);
 * several processes (``--trainer.devices N``, ``--trainer.num_nodes M``, ``srun``) use
   :class:`~lightning_redd.lit.strategy.ImageShardingStrategy` (Lightning's DDP names map to it);
@@ -38,8 +38,9 @@ import lightning_redd.priors  # noqa: F401  (every prior)
 import lightning_redd.solvers.all  # noqa: F401  (every solver)
 from lightning_redd import resources
 from lightning_redd.data.folder import ImageFolderData
-from lightning_redd.data.outputs import RunFolder
-from lightning_redd.lit import quiet, run_config
+from lightning_redd.runs.folder import RunFolder
+from lightning_redd.lit import quiet
+from lightning_redd.runs import config as run_config
 from lightning_redd.lit.module import RestorationModule
 from lightning_redd.lit.parser import ReddParser
 from lightning_redd.lit.progress import RestorationProgressBar

@@ -12,7 +12,7 @@ import math
 import sys
 from pathlib import Path
 
-from lightning_redd import fsio
+from lightning_redd.runs import fsio
 
 
 def evaluate_main(argv: list[str]) -> int:

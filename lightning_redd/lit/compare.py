@@ -53,7 +53,7 @@ import torch
 import yaml
 from PIL import Image, ImageDraw, ImageFont
 
-from lightning_redd.rss import reset_peak_rss
+from lightning_redd.runs.memory import reset_peak_rss
 
 MODULE = "lightning_redd.lit.compare"  # not __name__: that is "__main__" under python -m
 CLOCK_FILE = "compare_clock.json"
@@ -234,7 +234,7 @@ def run_spec(spec: Spec, configs: list[str], out: Path, *, isolate: str, threads
     """Run one row (or reuse it with ``resume`` when its arguments and the contents of its
     config files, less the keys the arguments override, are unchanged); returns
     ``{"spec", "root", "args", "clock", "wall", "records"}``."""
-    from lightning_redd.data.outputs import RunFolder
+    from lightning_redd.runs.folder import RunFolder
 
     root = out / spec.folder
     args = cli_args(spec, configs, root)
@@ -409,7 +409,7 @@ def _restored_tile(run: dict, name: str, like: torch.Tensor) -> tuple[torch.Tens
 def write_figure(runs: list[dict], truth: dict[str, torch.Tensor], path: Path, names: list[str], scale: int = 2) -> Path:
     """Grid PNG: per image (row) the measurement (or ``pinv(y)`` when ``y`` is not an image of
     the input's size), each solver's restored image with its PSNR, and the ground truth."""
-    from lightning_redd.data.outputs import to_uint8
+    from lightning_redd.runs.folder import to_uint8
 
     first = runs[0]["root"]
     size = next(iter(truth.values())).shape[-1]

@@ -1,6 +1,6 @@
 """Writes each restored batch into the run's output folder, then merges ``metrics.csv``.
 
-The folder's layout and write order are :class:`lightning_redd.data.outputs.RunFolder`'s: per
+The folder's layout and write order are :class:`lightning_redd.runs.folder.RunFolder`'s: per
 image, its PNGs and feature arrays, then its record (the "finished" marker, holding the
 status and the scores of :class:`~lightning_redd.lit.metrics_callback.MetricsCallback`). An
 image whose estimate diverged (NaN/inf) gets no PNG, only a record with ``status: diverged``;
@@ -22,9 +22,9 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from lightning_redd import fsio
-from lightning_redd.data.outputs import SUMMARY, RunFolder
-from lightning_redd.lit import pictures
+from lightning_redd.runs import fsio
+from lightning_redd.runs.folder import SUMMARY, RunFolder
+from lightning_redd import pictures
 
 
 def _mean(values: list[float]) -> float:

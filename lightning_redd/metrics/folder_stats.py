@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from lightning_redd.data.images import IMAGE_EXTENSIONS, load_image
-from lightning_redd.fsio import atomic_write
+from lightning_redd.runs.fsio import atomic_write
 
 
 def image_files(folder: str | os.PathLike) -> list[Path]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for helpers.ConvPrior
 
-from lightning_redd import fsio  # noqa: E402
+from lightning_redd.runs import fsio  # noqa: E402
 from lightning_redd.lit.cli import cli  # noqa: E402
 
 

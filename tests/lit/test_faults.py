@@ -19,7 +19,7 @@ import torch
 from helpers import make_images, output_files, tiny_args
 from PIL import Image
 
-from lightning_redd import fsio
+from lightning_redd.runs import fsio
 from lightning_redd.data.folder import InputProblems
 from lightning_redd.data.images import load_image
 from lightning_redd.lit.cli import cli, main

@@ -99,7 +99,7 @@ def gif_bytes(frames: Sequence[torch.Tensor], *, duration_ms: int = 120) -> byte
     """Frames ``(C, H, W)`` in ``[-1, 1]`` as an animated GIF (the last frame held longer)."""
     from PIL import Image
 
-    from lightning_redd.data.outputs import to_uint8
+    from lightning_redd.runs.folder import to_uint8
 
     ims = []
     for f in frames:

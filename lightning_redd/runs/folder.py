@@ -20,7 +20,7 @@ kill at any point of the sequence leaves the image unfinished and a re-run redoe
 only it). ``metrics.csv`` is derived from the records, so it is the same whatever the number
 of processes that wrote them, and a kill before it is rewritten loses nothing.
 
-Every file is written by :func:`lightning_redd.fsio.atomic_write` (temporary name, fsync,
+Every file is written by :func:`lightning_redd.runs.fsio.atomic_write` (temporary name, fsync,
 rename): no truncated files; stale temporaries of a killed run are removed at the next start.
 """
 from __future__ import annotations
@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from lightning_redd import fsio
+from lightning_redd.runs import fsio
 
 IMAGE_DIRS = ("restored", "measured", "init")
 PICTURE_DIRS = ("grids", "evolution", "plots")

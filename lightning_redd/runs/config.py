@@ -16,8 +16,9 @@ from typing import Any
 
 import yaml
 
-from lightning_redd import fsio, resources
-from lightning_redd.data.outputs import RUN_CONFIG
+from lightning_redd import resources
+from lightning_redd.runs import fsio
+from lightning_redd.runs.folder import RUN_CONFIG
 
 #: top-level sections (or single keys) that decide results
 DECIDING = ("model", "data", "seed_everything", "trainer.precision")
