@@ -119,7 +119,9 @@ class TopKAccuracy(DatasetMetric):
             raise ValueError(f"no label for {missing[:5]} ({len(missing)} of {len(names)} names); add them to the label file")
         return torch.tensor([self.labels[name_key(nm)] for nm in names], device=device)
 
-    def update(self, x, ref=None, names=None, targets: torch.Tensor | None = None) -> None:
+    def hits(self, x: torch.Tensor, names: Sequence[str] | None = None, targets: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, len(ks))`` float 0/1: whether each image's class is among the top ``k``
+        predictions, for each ``k`` of :attr:`ks` (classes from ``targets`` or ``names``)."""
         x = to_rgb(x, what="top-k accuracy")
         net = self.network(x.device)
         y = targets.to(x.device).long() if targets is not None else self._targets(names, x.shape[0], x.device)
@@ -128,8 +130,10 @@ class TopKAccuracy(DatasetMetric):
         if int(y.max()) >= logits.shape[1] or int(y.min()) < 0:
             raise ValueError(f"class indices must lie in [0, {logits.shape[1]}) for {self.model}, got {int(y.min())}..{int(y.max())}")
         top = logits.topk(min(max(self.ks), logits.shape[1]), dim=1).indices
-        hits = torch.stack([(top[:, :k] == y[:, None]).any(dim=1) for k in self.ks], dim=1)
-        self.append("hits", hits.float())
+        return torch.stack([(top[:, :k] == y[:, None]).any(dim=1) for k in self.ks], dim=1).float()
+
+    def update(self, x, ref=None, names=None, targets: torch.Tensor | None = None) -> None:
+        self.append("hits", self.hits(x, names, targets))
 
     def compute(self, gather: Gather | None = None) -> dict[str, float]:
         hits = self.synced_states(gather)["hits"]

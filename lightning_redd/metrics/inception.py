@@ -146,6 +146,10 @@ class InceptionMetrics(DatasetMetric):
         states = self.synced_states(gather)
         fake = states["features"].cpu()
         real = (self.reference_features if self.reference_features is not None else states["reference"]).cpu()
+        return self.results(fake, real)
+
+    def results(self, fake: torch.Tensor, real: torch.Tensor) -> dict[str, float]:
+        """FID/KID (as configured) of feature rows ``fake (N, D)`` against ``real (M, D)``, and the counts."""
         out: dict[str, float] = {"inception_n_images": float(fake.shape[0]), "inception_n_reference": float(real.shape[0])}
         if "fid" in self.metrics:
             out["fid"] = float(frechet_distance(fake, real))

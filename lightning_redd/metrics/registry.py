@@ -105,9 +105,63 @@ class MetricSuite:
             self.dataset.append(TopKAccuracy(classifier, weights=classifier_weights, labels=labels,
                                              synset_mapping=synset_mapping, ks=ks))
 
-    def per_image_scores(self, x: torch.Tensor, ref: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``{name: (B,)}`` for every requested per-image metric, on the inputs' device."""
-        return {n: fn(x, ref) for n, fn in self.per_image.items()}
+    # ------------------------------------------------------------------ per image
+    def build(self, device: torch.device | str = "cpu") -> None:
+        """Build every learned network now, so a missing or wrong weight file raises before any compute."""
+        for fn in self.per_image.values():
+            if isinstance(fn, LPIPS):
+                fn.network(device)
+        if self.topk is not None:
+            self.topk.network(device)
+        if self.inception is not None and hasattr(self.inception.extractor, "network"):
+            self.inception.extractor.network(device)
+
+    @property
+    def topk(self) -> TopKAccuracy | None:
+        return next((m for m in self.dataset if isinstance(m, TopKAccuracy)), None)
+
+    @property
+    def inception(self) -> InceptionMetrics | None:
+        return next((m for m in self.dataset if isinstance(m, InceptionMetrics)), None)
+
+    def per_image_scores(self, x: torch.Tensor, ref: torch.Tensor, names: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+        """``{name: (B,)}`` for every requested per-image metric, on the inputs' device; with
+        ``names`` (image stems, for their labels) also each image's 0/1 ``top1``/``top5`` hit."""
+        out = {n: fn(x, ref) for n, fn in self.per_image.items()}
+        topk = self.topk
+        if topk is not None and names is not None:
+            hits = topk.hits(x, names)
+            out.update({f"top{k}": hits[:, i].double() for i, k in enumerate(topk.ks)})
+        return out
+
+    def features(self, x: torch.Tensor, ref: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Per-image feature rows the dataset-level metrics need, ``{key: (B, D)}``: the
+        Inception features of ``x`` (``inception``) and, unless a fixed reference was given,
+        of ``ref`` (``inception_ref``); empty without kid/fid."""
+        inception = self.inception
+        if inception is None:
+            return {}
+        out = {"inception": inception.extractor(x)}
+        if inception.reference_features is None and ref is not None:
+            out["inception_ref"] = inception.extractor(ref)
+        return out
+
+    def dataset_from(self, scores: Sequence[Mapping[str, float | None]], features: Mapping[str, torch.Tensor]) -> dict[str, float]:
+        """Dataset-level results from stored per-image values: top-k accuracies as the means of
+        the per-image hits in ``scores``, KID/FID from the stacked ``features`` (``(N, D)``
+        each, as :meth:`features` returns them); metrics without enough images are left out."""
+        out: dict[str, float] = {}
+        for name in ("top1", "top5"):
+            hits = [r[name] for r in scores if name in self.names and r.get(name) is not None]
+            if hits:
+                out[name] = sum(hits) / len(hits)
+        inception = self.inception
+        fake = features.get("inception")
+        real = inception.reference_features if inception is not None and inception.reference_features is not None \
+            else features.get("inception_ref")
+        if inception is not None and fake is not None and real is not None and min(len(fake), len(real)) >= 2:
+            out.update(inception.results(fake.double().cpu(), real.double().cpu()))
+        return out
 
     def update(self, x: torch.Tensor, ref: torch.Tensor | None = None, names: Sequence[str] | None = None) -> None:
         """Add a batch to every dataset-level metric (``names``: image stems, for top-k labels)."""
