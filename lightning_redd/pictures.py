@@ -69,8 +69,8 @@ def logged_psnr(csv_path: Path, key: str, iterates: int) -> dict[int, list[tuple
     return curves
 
 
-def psnr_plot(curves: dict[int, list[tuple[int, float]]], *, title: str) -> bytes:
-    """PSNR against the iterate, one line per batch, as PNG bytes."""
+def psnr_plot(curves: dict[str, list[tuple[int, float]]], *, title: str) -> bytes:
+    """PSNR against the iterate, one line per key (an image's name), as PNG bytes."""
     try:
         import matplotlib
 
@@ -79,11 +79,11 @@ def psnr_plot(curves: dict[int, list[tuple[int, float]]], *, title: str) -> byte
     except ImportError as err:
         raise ImportError('the PSNR plot needs matplotlib: pip install "lightning_redd[plots]"') from err
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    for batch, points in sorted(curves.items()):
+    for key, points in sorted(curves.items()):
         points = sorted(points)
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker=".", label=f"batch {batch}")
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="." if len(points) <= 50 else None, label=str(key))
     ax.set_xlabel("iterate")
-    ax.set_ylabel("PSNR (dB), batch mean")
+    ax.set_ylabel("PSNR (dB)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     if len(curves) <= 10:

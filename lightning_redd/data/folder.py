@@ -11,12 +11,19 @@ Before any compute (``setup``) every file is decoded and the output folder is ch
 reported in one error. Images already finished in the output folder are left out, so
 re-running a command finishes an interrupted run; under several processes each rank takes
 its own disjoint share (:mod:`lightning_redd.data.sampling`).
+
+:class:`FolderData` holds what every folder of inputs shares (sharding, resume, the checks,
+the operator's parameter files); :class:`ImageFolderData` takes clean images, degraded
+synthetically by the module, and :class:`lightning_redd.data.measured.MeasuredFolderData`
+takes measurements ``y``. Neither asks the LightningModule anything: the iterate count
+(``repeats``) and the operator's file parameters (``file_params``) are constructor arguments
+(the CLI links them from the model).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -28,7 +35,7 @@ from lightning_redd import resources
 from lightning_redd.data.images import RESIZE_MODES, check_folder, format_problems, list_images, load_image  # noqa: F401 (re-exported)
 from lightning_redd.data.images import crop_resize
 from lightning_redd.runs.folder import RunFolder
-from lightning_redd.data.params import ParamFiles, stack
+from lightning_redd.data.params import ParamFiles
 from lightning_redd.data.sampling import Key, ShardedBatches
 
 
@@ -52,9 +59,9 @@ class ImageFolderDataset(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
-    def transform(self, i: int) -> tuple:
-        """``(transform, source size (h, w))`` that turns image ``i``'s file into the square the
-        solver sees: a parameter file of the source's size gets the same crop (nearest)."""
+    def fit(self, i: int) -> tuple:
+        """``(fit, source size (h, w))``: the crop and resize that turn image ``i``'s file into
+        the square the solver sees, for a parameter file of the source's size (nearest)."""
         path = self.files[i]
         w, h = self.sizes.get(path, (0, 0))
         return (lambda im: crop_resize(im, self.image_size, self.resize, path, Image.Resampling.NEAREST)), (h, w)
@@ -63,7 +70,7 @@ class ImageFolderDataset(Dataset):
         """Image ``i``'s tensors: ``x`` and, with parameter files, its ``params``."""
         out = {"x": load_image(self.files[i], self.image_size, self.channels, self.resize)}
         if self.params:
-            out["params"] = self.params.read(self.files[i].stem, self.image_size, *self.transform(i))
+            out["params"] = self.params.read(self.files[i].stem, (self.image_size, self.image_size), *self.fit(i))
         return out
 
     def batch_tensors(self, indices: tuple[int, ...]) -> dict:
@@ -71,7 +78,7 @@ class ImageFolderDataset(Dataset):
             items = [self.tensors(i) for i in indices]
             batch = {k: torch.stack([it[k] for it in items]) for k in items[0] if k != "params"}
             if "params" in items[0]:
-                batch["params"] = stack([it["params"] for it in items])
+                batch["params"] = self.params.stack([it["params"] for it in items])
             self._last = (indices, batch)
         return self._last[1]
 
@@ -87,16 +94,16 @@ class ImageFolderDataset(Dataset):
         }
 
 
-class ImageFolderData(L.LightningDataModule):
-    """Images of one folder, to be restored.
+class FolderData(L.LightningDataModule):
+    """A folder of inputs restored image by image (the base of the two data modules).
 
     Args:
-        root: folder of png/jpg/... images (non-recursive); ``package:demo`` is the bundled demo
-            folder (see :mod:`lightning_redd.resources`).
+        root: folder of input files (non-recursive); ``package:NAME`` is a bundled folder (see
+            :mod:`lightning_redd.resources`).
         image_size: side of the square images the prior expects (e.g. 64 for the embedded
             prior, 256 for the ADM ImageNet/FFHQ models).
-        resize: how an image becomes ``image_size`` square: center_crop_resize, resize,
-            center_crop.
+        resize: how an image (or ground truth) becomes ``image_size`` square:
+            center_crop_resize, resize, center_crop.
         channels: 3 (RGB) or 1 (grayscale).
         batch_size: images restored together per process (results do not depend on it).
         seed: run seed; image ``i`` draws all its randomness from ``(seed, i)``.
@@ -104,26 +111,14 @@ class ImageFolderData(L.LightningDataModule):
         skip_non_images: ignore non-image files instead of failing.
         num_workers: DataLoader workers.
         output_dir: the run's output folder, whose finished images are skipped (default:
-            ``trainer.default_root_dir``, where the writer writes; the CLI links the two).
+            ``trainer.default_root_dir``, where the writer writes; the CLI links both to it).
         repeats: ``fit`` only: training steps per batch, i.e. the solver's ``num_iterates``
-            (the CLI links it; ``None``: ask the attached module).
-        masks: folder of per-image inpainting masks ``<image stem>.png`` (for
-            ``Inpainting(mask="file")``): white = observed (see ``mask_missing``); grayscale =
-            one mask for all channels, RGB = one per channel; of the image file's size (cropped
-            and resized with it, nearest neighbour) or of ``image_size``. ``package:masks``: the
-            demo's stroke masks.
-        kernels: folder of per-image blur kernels ``<image stem>.npy`` (``k x k`` floats summing
-            to 1) or grayscale ``.png`` (normalised to sum 1), ``k`` odd (for ``KernelBlur``).
-        mask_missing: the mask colour of missing pixels, ``black`` or ``white``.
-        measured: ``root`` holds measurements ``y`` to restore, not clean images (see
-            :mod:`lightning_redd.data.measured`: PNG/JPEG 8- or 16-bit or ``.npy``, one size,
-            e.g. ``image_size / factor`` for block SR); masks and kernels are then of
-            ``image_size``; without ``ground_truth`` ``metrics.csv`` holds the data
-            consistency (``residual``, ``sigma_y_implied``, ``sigma_y``).
-        ground_truth: with ``measured``, an optional folder of the clean images
-            ``<stem>.png`` for scores (read like the images of a synthetic run).
-        jpeg_tables: with ``measured``, give the operator each JPEG file's own quantisation
-            tables (``params["jpeg_luma"]``/``["jpeg_chroma"]``).
+            (the CLI links it from the model; in Python pass ``module.num_iterates``).
+        param_folders: ``{name: folder}`` of the operator's per-image parameter files, e.g.
+            ``{mask: package:masks}`` for ``Inpainting(mask="file")`` or ``{kernel: DIR}`` for
+            ``KernelBlur``: ``<folder>/<image stem>.<ext>``, read as the operator declares.
+        file_params: the operator's declaration of those files (``operator.file_params()``;
+            the CLI links it from the model).
     """
 
     def __init__(
@@ -140,12 +135,8 @@ class ImageFolderData(L.LightningDataModule):
         num_workers: int = 0,
         output_dir: str | None = None,
         repeats: int | None = None,
-        masks: str | None = None,
-        kernels: str | None = None,
-        mask_missing: Literal["black", "white"] = "black",
-        measured: bool = False,
-        ground_truth: str | None = None,
-        jpeg_tables: bool = True,
+        param_folders: dict[str, str] | None = None,
+        file_params: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if resize not in RESIZE_MODES:
@@ -156,17 +147,15 @@ class ImageFolderData(L.LightningDataModule):
             raise ValueError("need image_size >= 8, batch_size >= 1, seed >= 0 and limit >= 1 (or null)")
         if repeats is not None and repeats < 1:
             raise ValueError(f"repeats must be >= 1 (the solver's iterates), got {repeats}")
+        if param_folders and file_params is None:
+            raise ValueError("data.param_folders needs the operator's declaration of its files: pass "
+                             "file_params=operator.file_params() (the CLI links it from model.operator)")
         self.root, self.image_size, self.resize, self.channels = resources.resolve_data(root), image_size, resize, channels
         self.batch_size, self.seed, self.limit = batch_size, seed, limit
         self.skip_non_images, self.num_workers = skip_non_images, num_workers
         self.output_dir, self.repeats = output_dir, repeats
-        self.params = ParamFiles(None if masks is None else resources.resolve_data(masks),
-                                 None if kernels is None else resources.resolve_data(kernels), mask_missing)
-        if ground_truth is not None and not measured:
-            raise ValueError("data.ground_truth is for measured data (data.measured: true); a synthetic run's images are "
-                             "their own ground truth")
-        self.measured, self.jpeg_tables = bool(measured), bool(jpeg_tables)
-        self.ground_truth = None if ground_truth is None else resources.resolve_data(ground_truth)
+        folders = {k: resources.resolve_data(v) for k, v in (param_folders or {}).items()}
+        self.params = ParamFiles(file_params, folders)
         self.dataset: ImageFolderDataset | None = None
 
     # ------------------------------------------------------------------ checks
@@ -174,35 +163,27 @@ class ImageFolderData(L.LightningDataModule):
     def run_folder(self) -> RunFolder:
         out = self.output_dir if self.output_dir is not None else (self.trainer.default_root_dir if self.trainer else None)
         if out is None:
-            raise RuntimeError("ImageFolderData needs output_dir (or an attached Trainer's default_root_dir)")
+            raise RuntimeError(f"{type(self).__name__} needs output_dir (or an attached Trainer's default_root_dir)")
         return RunFolder(out)
 
     def input_folders(self) -> list[Path]:
         """Folders this DataModule reads (the output folder must stay apart from them)."""
-        return [self.root, *self.params.folders(), *([self.ground_truth] if self.ground_truth is not None else [])]
+        return [self.root, *self.params.input_folders()]
 
-    def check(self) -> ImageFolderDataset:
-        """Decode every input file (images, masks, kernels) and check the output folder; raise
-        :class:`InputProblems` listing every problem, else return the dataset (and log
-        conversion notes)."""
-        if self.measured:
-            from lightning_redd.data.measured import check_measured
-
-            return check_measured(self)
-        report = check_folder(self.root, image_size=self.image_size, skip_non_images=self.skip_non_images, limit=self.limit)
-        dataset = ImageFolderDataset(report.files, self.image_size, self.channels, self.seed, self.resize,
-                                     self.params, report.sizes)
-        problems = report.problems + self.params.problems(
-            [f.stem for f in report.files], self.image_size, {f.stem: dataset.transform(i) for i, f in enumerate(report.files)})
-        self.raise_problems(problems + self.run_folder.problems(self.input_folders()))
-        for note in report.notes:
-            rank_zero_info(f"lightning-redd: {note}")
-        return dataset
+    def check(self) -> ImageFolderDataset:  # pragma: no cover - abstract
+        """Decode every input file and check the output folder; raise :class:`InputProblems`
+        listing every problem, else return the dataset (and log conversion notes)."""
+        raise NotImplementedError
 
     def raise_problems(self, problems: list[str]) -> None:
         if problems:
             error = InputProblems if self.root.is_dir() else InputFolderNotFound
             raise error(format_problems(f"data.root {self.root}", problems))
+
+    @staticmethod
+    def log_notes(notes: Sequence[str]) -> None:
+        for note in notes:
+            rank_zero_info(f"lightning-redd: {note}")
 
     def setup(self, stage: str | None = None) -> None:
         if self.dataset is None:
@@ -240,19 +221,32 @@ class ImageFolderData(L.LightningDataModule):
     def _loader(self, sampler: ShardedBatches) -> DataLoader:
         return DataLoader(self.dataset, batch_size=None, sampler=sampler, num_workers=self.num_workers)
 
-    def fit_repeats(self) -> int:
-        if self.repeats is not None:
-            return self.repeats
-        module = self.trainer.lightning_module if self.trainer is not None else None
-        if module is None or not hasattr(module, "num_iterates"):
-            raise RuntimeError("fit needs data.repeats = the solver's num_iterates (the CLI links them)")
-        return int(module.num_iterates)
-
     def train_dataloader(self) -> DataLoader:
         """Each batch repeated once per solver iterate; padded so every rank takes as many steps."""
+        if self.repeats is None:
+            raise ValueError(f"fit needs {type(self).__name__}(repeats=<the solver's num_iterates>): one training step "
+                             "per iterate (the CLI links data.repeats to the model; in Python pass module.num_iterates)")
         self.setup("fit")
-        return self._loader(self._sampler(self.fit_repeats(), pad=True))
+        return self._loader(self._sampler(self.repeats, pad=True))
 
     def predict_dataloader(self) -> DataLoader:
         self.setup("predict")
         return self._loader(self._sampler(1, pad=False))
+
+
+class ImageFolderData(FolderData):
+    """Clean images of one folder, each degraded synthetically by the module's operator and
+    restored (see :class:`FolderData` for the arguments): png/jpg/... files, centre-cropped and
+    resized to ``image_size`` (``resize``); parameter files (e.g. masks) of an image's source
+    size get the same crop and resize (nearest neighbour), or are of ``image_size``."""
+
+    def check(self) -> ImageFolderDataset:
+        report = check_folder(self.root, image_size=self.image_size, skip_non_images=self.skip_non_images, limit=self.limit)
+        dataset = ImageFolderDataset(report.files, self.image_size, self.channels, self.seed, self.resize,
+                                     self.params, report.sizes)
+        stems = [f.stem for f in report.files]
+        fits = {f.stem: dataset.fit(i) for i, f in enumerate(report.files)}
+        problems = report.problems + self.params.problems(stems, (self.image_size, self.image_size), fits)
+        self.raise_problems(problems + self.run_folder.problems(self.input_folders()))
+        self.log_notes(report.notes + self.params.notes(stems))
+        return dataset

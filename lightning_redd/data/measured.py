@@ -1,9 +1,10 @@
 """Measured data: restore the user's own degraded images ``y`` (no clean image needed).
 
-A folder of measurements, matched by name stem to optional folders of ground truth (for
-scores), masks (inpainting) and kernels (deblurring). Measurements are read at their own
-size (block SR: ``image_size / factor``; the factor is the operator's and checked against
-the prior's size before any compute):
+:class:`MeasuredFolderData`: a folder of measurements, matched by name stem to an optional
+folder of ground truth (for scores) and to the folders of the operator's parameter files
+(``data.param_folders``: masks for inpainting, kernels for deblurring). Measurements are read
+at their own size (block SR: ``image_size / factor``; the module checks the operator against
+it before any compute):
 
 * PNG/JPEG/... 8-bit or 16-bit: pixel values in ``[0, 1]`` of full scale, mapped to the
   operator's ``[-1, 1]``; grayscale files are replicated to 3 channels (and RGB converted to
@@ -11,8 +12,8 @@ the prior's size before any compute):
 * ``.npy``: ``(H, W)`` or ``(H, W, C)`` floats in the same ``[0, 1]`` units, not clipped (noisy
   measurements keep their values outside ``[0, 1]``); float64 round-trips ``y`` exactly;
 * JPEG files for the JPEG operator are taken as they are: their quantisation tables are read
-  from the file and given to the operator (``jpeg_tables``), so the quality setting need not
-  be known.
+  from the file and given to the operator (``JPEG(file_tables=True)``), so the quality setting
+  need not be known.
 
 Every file is decoded and checked in ``setup``, and every problem (a missing mask or ground
 truth, a mask or kernel that does not fit, mixed measurement sizes, a measurement size the
@@ -30,15 +31,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from lightning.pytorch.utilities import rank_zero_info
 
 from lightning_redd import resources
-from lightning_redd.data.folder import ImageFolderData, ImageFolderDataset
+from lightning_redd.data.folder import FolderData, ImageFolderDataset
 from lightning_redd.data.images import IMAGE_EXTENSIONS, ImageFileError, check_folder, load_image, open_pixels
-from lightning_redd.data.params import ParamFileError, ParamFiles, read_jpeg_tables, stack
+from lightning_redd.data.params import ParamFiles
 
 MEASUREMENT_EXTENSIONS = IMAGE_EXTENSIONS + (".npy",)
-JPEG_EXTENSIONS = (".jpg", ".jpeg")
 
 
 def read_measurement(path: Path, channels: int = 3) -> torch.Tensor:
@@ -103,16 +102,14 @@ class MeasuredFolderDataset(ImageFolderDataset):
     """Batches of measurements (``y``, ``shape``, ``params`` and, with ground truth, ``x``)."""
 
     def __init__(self, files: Sequence[Path], image_size: int, channels: int, seed: int, resize: str,
-                 params: ParamFiles, truths: dict[str, Path] | None, jpeg_tables: bool) -> None:
+                 params: ParamFiles, truths: dict[str, Path] | None) -> None:
         super().__init__(files, image_size, channels, seed, resize, params)
-        self.truths, self.jpeg_tables = truths, jpeg_tables
+        self.truths = truths
 
     def tensors(self, i: int) -> dict:
         path = self.files[i]
         out = {"y": read_measurement(path, self.channels)}
-        params = self.params.read(path.stem, self.image_size) if self.params else {}
-        if self.jpeg_tables and path.suffix.lower() in JPEG_EXTENSIONS:
-            params.update(read_jpeg_tables(path) or {})
+        params = self.params.read(path.stem, (self.image_size, self.image_size), measurement=path) if self.params else {}
         if params:
             out["params"] = params
         if self.truths is not None:
@@ -125,83 +122,91 @@ class MeasuredFolderDataset(ImageFolderDataset):
         return batch
 
 
-def check_measured(data: ImageFolderData) -> MeasuredFolderDataset:
-    """``ImageFolderData.check`` with ``measured: true``: every measurement, ground-truth image,
-    mask and kernel decoded, the measurement size checked against the operator, every problem
-    in one :class:`InputProblems`; returns the dataset."""
-    report = check_folder(data.root, image_size=0, skip_non_images=data.skip_non_images, limit=data.limit,
-                          extensions=MEASUREMENT_EXTENSIONS, decode=_decode)
-    problems = list(report.problems)
-    stems = [f.stem for f in report.files]
-    sizes: dict[tuple[int, int], list[str]] = {}
-    for f in report.files:
-        sizes.setdefault(report.sizes[f], []).append(f.name)
-    if len(sizes) > 1:
-        listed = "; ".join(f"{w}x{h}: {len(v)} file(s) ({', '.join(v[:5])}{' ...' if len(v) > 5 else ''})"
-                           for (w, h), v in sorted(sizes.items(), key=lambda kv: -len(kv[1])))
-        problems.append(f"measurements of mixed sizes in {data.root} ({listed}); one run restores one size: "
-                        "put each size in its own folder")
-    truths = _truths(data, stems, problems)
-    problems += data.params.problems(stems, data.image_size)
-    if len(sizes) == 1 and not problems:
-        problems += _shape_problems(data, report.files[0], next(iter(sizes)))
-    problems += data.run_folder.problems(data.input_folders())
-    data.raise_problems(problems)
-    for note in report.notes:
-        rank_zero_info(f"lightning-redd: {note}")
-    return MeasuredFolderDataset(report.files, data.image_size, data.channels, data.seed, data.resize, data.params,
-                                 truths, data.jpeg_tables)
+class MeasuredFolderData(FolderData):
+    """Measurements ``y`` to restore: the user's own degraded images, no clean image needed
+    (see the module docstring for the file formats; :class:`FolderData` for the shared
+    arguments). Every file is read at its own size, and all must share one size; the module
+    checks in its ``setup`` that its operator makes measurements of that size from
+    ``image_size`` images (e.g. ``image_size / factor`` for block SR).
 
+    Args:
+        ground_truth: an optional folder of the clean images ``<stem>.png`` for scores (read
+            like the images of a synthetic run); without it ``metrics.csv`` holds the data
+            consistency (``residual``, ``sigma_y_implied``, ``sigma_y``).
+    """
 
-def _truths(data: ImageFolderData, stems: list[str], problems: list[str]) -> dict[str, Path] | None:
-    if data.ground_truth is None:
-        return None
-    if not data.ground_truth.is_dir():
-        problems.append(f"ground-truth folder {data.ground_truth} does not exist; set data.ground_truth to a folder "
-                        "of clean images named like the measurements, or null")
-        return None
-    gt = check_folder(data.ground_truth, image_size=data.image_size, skip_non_images=True)
-    problems += gt.problems
-    by_stem = {f.stem: f for f in gt.files}
-    missing = [s for s in stems if s not in by_stem]
-    problems += [f"no ground truth for measurement {s!r} in {data.ground_truth}: add {s}.png, or set "
-                 "data.ground_truth null to restore without scores" for s in missing]
-    return by_stem
+    def __init__(self, *, ground_truth: str | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.ground_truth = None if ground_truth is None else resources.resolve_data(ground_truth)
+        #: ``(C, h, w)`` of the measurement files (set by :meth:`check`)
+        self.measurement_shape: tuple[int, int, int] | None = None
 
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return (self.channels, self.image_size, self.image_size)
 
-def _shape_problems(data: ImageFolderData, first: Path, size: tuple[int, int]) -> list[str]:
-    """The measurement size against what the operator makes of the prior's images."""
-    module = data.trainer.lightning_module if data.trainer is not None else None
-    if module is None or not hasattr(module, "measurement_shape"):
-        return []
-    image_shape = (data.channels, data.image_size, data.image_size)
-    try:
-        params = data.params.read(first.stem, data.image_size) if data.params else {}
-    except ParamFileError:
-        return []  # reported with the files' problems
-    if data.jpeg_tables and first.suffix.lower() in JPEG_EXTENSIONS:
-        params.update(read_jpeg_tables(first) or {})
-    try:
-        expected = module.measurement_shape(image_shape, params)
-    except ValueError as err:
-        return [f"the operator cannot take {data.image_size}x{data.image_size} images: {err}"]
-    w, h = size
-    if tuple(expected[-2:]) == (h, w):
-        return []
-    op = module.operator
-    msg = (f"the measurements in {data.root} are {w}x{h}, but {type(op).__name__} makes {expected[-1]}x{expected[-2]} "
-           f"measurements of the prior's {data.image_size}x{data.image_size} images")
-    factor = getattr(op, "factor", None)
-    if factor is not None and h == w and data.image_size % h == 0:
-        msg += (f"; these fit factor {data.image_size // h}: set model.operator.init_args.factor "
-                f"{data.image_size // h} (or give {data.image_size // int(factor)}x{data.image_size // int(factor)} "
-                f"measurements for factor {factor})")
-    elif factor is not None:
-        msg += (f"; no integer factor maps {data.image_size} to {h}x{w}: give "
-                f"{data.image_size // int(factor)}x{data.image_size // int(factor)} measurements for factor {factor}")
-    else:
-        msg += "; give measurements of that size (or set data.image_size to the prior's size)"
-    return [msg]
+    def input_folders(self) -> list[Path]:
+        return [*super().input_folders(), *([self.ground_truth] if self.ground_truth is not None else [])]
+
+    def check(self) -> MeasuredFolderDataset:
+        """Every measurement, ground-truth image and parameter file decoded, all in one size,
+        every problem in one :class:`InputProblems`; returns the dataset."""
+        report = check_folder(self.root, image_size=0, skip_non_images=self.skip_non_images, limit=self.limit,
+                              extensions=MEASUREMENT_EXTENSIONS, decode=_decode)
+        problems = list(report.problems)
+        stems = [f.stem for f in report.files]
+        sizes: dict[tuple[int, int], list[str]] = {}
+        for f in report.files:
+            sizes.setdefault(report.sizes[f], []).append(f.name)
+        if len(sizes) > 1:
+            listed = "; ".join(f"{w}x{h}: {len(v)} file(s) ({', '.join(v[:5])}{' ...' if len(v) > 5 else ''})"
+                               for (w, h), v in sorted(sizes.items(), key=lambda kv: -len(kv[1])))
+            problems.append(f"measurements of mixed sizes in {self.root} ({listed}); one run restores one size: "
+                            "put each size in its own folder")
+        truths = self._truths(stems, problems)
+        files = {f.stem: f for f in report.files}
+        problems += self.params.problems(stems, (self.image_size, self.image_size), measurements=files)
+        problems += self.run_folder.problems(self.input_folders())
+        self.raise_problems(problems)
+        self.log_notes(report.notes + self.params.notes(stems, files))
+        (w, h), = sizes
+        self.measurement_shape = (self.channels, h, w)
+        return MeasuredFolderDataset(report.files, self.image_size, self.channels, self.seed, self.resize, self.params, truths)
+
+    def _truths(self, stems: list[str], problems: list[str]) -> dict[str, Path] | None:
+        if self.ground_truth is None:
+            return None
+        if not self.ground_truth.is_dir():
+            problems.append(f"ground-truth folder {self.ground_truth} does not exist; set data.ground_truth to a folder "
+                            "of clean images named like the measurements, or null")
+            return None
+        gt = check_folder(self.ground_truth, image_size=self.image_size, skip_non_images=True)
+        problems += gt.problems
+        by_stem = {f.stem: f for f in gt.files}
+        missing = [s for s in stems if s not in by_stem]
+        problems += [f"no ground truth for measurement {s!r} in {self.ground_truth}: add {s}.png, or set "
+                     "data.ground_truth null to restore without scores" for s in missing]
+        return by_stem
+
+    def first_params(self) -> dict[str, torch.Tensor]:
+        """The first measurement's parameter tensors (unbatched), to bind the operator in a check."""
+        assert self.dataset is not None, "check() first"
+        first = self.dataset.files[0]
+        return self.params.read(first.stem, (self.image_size, self.image_size), measurement=first) if self.params else {}
+
+    def shape_mismatch(self, op, made: Sequence[int]) -> str:
+        """Why the measurements do not fit ``op`` (which makes ``made`` from ``image_shape``), and the fix."""
+        (_, h, w), s = self.measurement_shape, self.image_size
+        msg = (f"the measurements in {self.root} are {w}x{h}, but {type(op).__name__} makes {made[-1]}x{made[-2]} "
+               f"measurements of the prior's {s}x{s} images")
+        factor = getattr(op, "factor", None)
+        if factor is not None and h == w and s % h == 0:
+            return msg + (f"; these fit factor {s // h}: set model.operator.init_args.factor {s // h} (or give "
+                          f"{s // int(factor)}x{s // int(factor)} measurements for factor {factor})")
+        if factor is not None:
+            return msg + (f"; no integer factor maps {s} to {h}x{w}: give {s // int(factor)}x{s // int(factor)} "
+                          f"measurements for factor {factor}")
+        return msg + "; give measurements of that size (or set data.image_size to the prior's size)"
 
 
 # ---------------------------------------------------------------------- the bundled samples
@@ -224,7 +229,7 @@ def export_samples(out: Path, images: Path, image_size: int = 64) -> dict[str, P
     from PIL import Image
 
     from lightning_redd import seeding
-    from lightning_redd.data.params import read_mask
+    from lightning_redd.operators.file_params import read_mask
     from lightning_redd.runs.fsio import atomic_write
     from lightning_redd.operators.blur import KernelBlur
     from lightning_redd.operators.kernels import gaussian_kernel
@@ -240,7 +245,7 @@ def export_samples(out: Path, images: Path, image_size: int = 64) -> dict[str, P
         shape, noise = tuple(x.shape[1:]), [seeding.generator(0, index, "noise")]
         gt = Image.fromarray(((x[0] + 1) * 127.5).round().clamp(0, 255).byte().permute(1, 2, 0).numpy())
         atomic_write(made["ground_truth"] / f"{f.stem}.png", lambda fh: gt.save(fh, format="PNG"))
-        mask = read_mask(next(mask_dir.glob(f"{f.stem}.*")), (image_size, image_size))
+        mask = read_mask(next(mask_dir.glob(f"{f.stem}.*")), (image_size, image_size))["mask"]
         m_img = Image.fromarray((mask[0] * 255).byte().numpy())
         atomic_write(made["masks"] / f"{f.stem}.png", lambda fh: m_img.save(fh, format="PNG"))
         write_measurement(made["inpainting"] / f"{f.stem}.png", (x[0] * mask - (1 - mask)))

@@ -32,18 +32,21 @@ import torch
 from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
-import lightning_redd.lit.metrics_callback  # noqa: F401  (short names for --trainer.callbacks+=)
 import lightning_redd.operators.registry  # noqa: F401  (every operator: short names and --help for them)
 import lightning_redd.priors  # noqa: F401  (every prior)
 import lightning_redd.solvers.all  # noqa: F401  (every solver)
 from lightning_redd import resources
-from lightning_redd.data.folder import ImageFolderData
+from lightning_redd.data.folder import FolderData, ImageFolderData
+from lightning_redd.data.measured import MeasuredFolderData  # noqa: F401  (short name for --data)
 from lightning_redd.runs.folder import RunFolder
 from lightning_redd.lit import quiet
 from lightning_redd.runs import config as run_config
 from lightning_redd.lit.module import RestorationModule
 from lightning_redd.lit.parser import ReddParser
 from lightning_redd.lit.progress import RestorationProgressBar
+from lightning_redd.lit.requeue import RequeueOnSignal
+from lightning_redd.lit.writer import RestorationWriter
+from lightning_redd.metrics.scorer import Scorer
 from lightning_redd.lit.strategy import ImageShardingStrategy, sharding_name
 from lightning_redd.lit.summary import format_summary
 
@@ -101,14 +104,38 @@ def _process_count(trainer: Namespace) -> int:
     return count * nodes
 
 
+def _iterates(model: RestorationModule) -> int:
+    return model.num_iterates
+
+
+def _file_params(model: RestorationModule) -> dict:
+    return model.operator.file_params()
+
+
 class ReddCLI(LightningCLI):
     """LightningCLI with the run-folder, sharding and logging rules of the module docstring."""
 
     def add_arguments_to_parser(self, parser) -> None:
+        """The run's own groups, wired explicitly: ``--metrics.*`` (the :class:`Scorer`) goes to
+        the writer, ``--writer.*`` and ``--requeue.*`` become the Trainer's callbacks, and the
+        output folder and iterate count reach the data module by links."""
         parser.add_argument("--overwrite", type=bool, default=False,
                             help="delete a previous run's images, records and metrics.csv in the output folder first")
-        parser.link_arguments("trainer.default_root_dir", "data.output_dir")
-        parser.link_arguments("model", "data.repeats", compute_fn=lambda model: model.num_iterates, apply_on="instantiate")
+        parser.add_class_arguments(Scorer, "metrics", help="the metrics of metrics.csv and summary.json")
+        parser.add_lightning_class_args(RestorationWriter, "writer")
+        parser.add_lightning_class_args(RequeueOnSignal, "requeue")
+        parser.link_arguments("metrics", "writer.scorer", apply_on="instantiate")
+        parser.link_arguments("trainer.default_root_dir", "writer.output_dir")
+        parser.link_arguments("trainer.default_root_dir", "data.init_args.output_dir")
+        parser.link_arguments("model", "data.init_args.repeats", compute_fn=_iterates, apply_on="instantiate")
+        parser.link_arguments("model", "data.init_args.file_params", compute_fn=_file_params, apply_on="instantiate")
+        parser.set_defaults({"data": {"class_path": f"{ImageFolderData.__module__}.{ImageFolderData.__name__}"}})
+
+    @property
+    def writer(self) -> RestorationWriter | None:
+        """The run's writer (it holds the end-of-run summary)."""
+        config = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        return config.get("writer")
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
@@ -128,6 +155,19 @@ class ReddCLI(LightningCLI):
                 trainer.default_root_dir = str(Path("outputs") / run_config.folder_name(sig, configs))
             if not cfg.get("overwrite"):
                 run_config.check(Path(trainer.default_root_dir), sig)
+
+    def before_fit(self) -> None:
+        self.check_inputs("fit")
+
+    def before_predict(self) -> None:
+        self.check_inputs("predict")
+
+    def check_inputs(self, stage: str) -> None:
+        """Every input check before the run touches its folder (the run record and
+        ``--overwrite`` come with the Trainer's callbacks): the data's files, then the module's
+        operator against the data (both run again, at no cost, in their ``setup``)."""
+        self.datamodule.setup(stage)
+        self.model.check_data(self.datamodule)
 
     def instantiate_trainer(self, **kwargs):
         """Default logger: a CSV logger under ``<default_root_dir>/logs``."""
@@ -182,7 +222,8 @@ def cli(args=None, run: bool = True) -> ReddCLI:
         sys.argv[1:] = with_bundled_configs(sys.argv[1:])
     return ReddCLI(
         RestorationModule,
-        ImageFolderData,
+        FolderData,
+        subclass_mode_data=True,
         trainer_defaults=TRAINER_DEFAULTS,
         save_config_callback=RunConfigCallback,
         save_config_kwargs={"overwrite": True},
@@ -209,15 +250,6 @@ def user_error(err: BaseException) -> BaseException | None:
         ours = bool(frames) and "lightning_redd" in frames[-1].filename and not frames[-1].filename.endswith("cli.py")
         if ours and isinstance(e, ValueError | FileNotFoundError | TypeError):
             return e
-    return None
-
-
-def _writer_summary(app: ReddCLI) -> dict | None:
-    from lightning_redd.lit.writer import RestorationWriter
-
-    for cb in app.trainer.callbacks:
-        if isinstance(cb, RestorationWriter):
-            return cb.summary
     return None
 
 
@@ -273,7 +305,7 @@ def main(args=None) -> None:
             raise
         print(f"lightning-redd: error: {cause}", file=sys.stderr)
         sys.exit(2)
-    summary = _writer_summary(app) if app.subcommand in ("fit", "predict") else None
+    summary = app.writer.summary if app.subcommand in ("fit", "predict") and app.writer is not None else None
     if summary is not None and app.trainer.is_global_zero:
         print(format_summary(summary, time.perf_counter() - started), file=sys.stderr)
     if summary and summary["diverged"]:

@@ -2,12 +2,13 @@
 
 ``fit``: the DataModule visits each batch ``num_iterates`` times; at the batch's first
 visit the module measures the images and starts a solve (fresh ``mu`` and Adam state), each
-``training_step`` runs exactly one ``solver.step``, and after the last one the restored
-batch is emitted (``self.emitted``) for the callbacks (metrics, then the image writer).
-Padding steps (several processes with unequal shares) do nothing.
+``training_step`` runs exactly one ``solver.step``, and the last one returns
+``{"restored": Restored}`` (:class:`~lightning_redd.lit.restored.Restored`), which Lightning
+hands to the callbacks as ``outputs`` (the image writer saves it). Padding steps (several
+processes with unequal shares) do nothing.
 
 ``predict``: ``predict_step`` runs ``solver.run`` (= init + every step, the same code) and
-emits the restored batch the same way.
+returns the :class:`Restored` batch the same way.
 
 ``mu`` is a plain tensor owned by the solver's state, not a module parameter: Lightning's
 optimizers never see it, and nothing is synchronised between processes (see
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import dataclass, field
 
 import lightning as L
 import torch
@@ -27,7 +29,9 @@ from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.trainer.states import TrainerFn
 
 from lightning_redd import seeding
+from lightning_redd.data.measured import MeasuredFolderData
 from lightning_redd.metrics import psnr
+from lightning_redd.lit.restored import Restored
 from lightning_redd.operators.base import ForwardOperator
 from lightning_redd.priors.base import DiffusionPrior
 from lightning_redd.solvers.base import Solver, SolverState
@@ -71,13 +75,9 @@ class RestorationModule(L.LightningModule):
         if log_every < 0 or evolution_every < 0:
             raise ValueError(f"log_every and evolution_every must be >= 0, got {log_every}, {evolution_every}")
         self.log_every, self.evolution_every = int(log_every), int(evolution_every)
-        self._frames: list[torch.Tensor] = []
         self.automatic_optimization = False
-        self._state: SolverState | None = None
-        self._batch: dict | None = None
-        self._started = 0.0
-        #: the last restored batch (set when a batch finishes, else None); see :meth:`result`
-        self.emitted: dict | None = None
+        #: fit: the solve in progress (state, bound operator, y, its observations), between steps
+        self._solve: _Solve | None = None
 
     @property
     def num_iterates(self) -> int:
@@ -100,19 +100,35 @@ class RestorationModule(L.LightningModule):
                 "strategy=lightning_redd.lit.strategy.ImageShardingStrategy() (the lightning-redd CLI does this for "
                 "--trainer.strategy ddp)"
             )
+        self.check_data(self.trainer.datamodule if self._trainer is not None else None)
+
+    def check_data(self, data) -> None:
+        """Measured data (checked by its own ``setup`` first): the operator must make
+        measurements of the files' shape from images of the data's image shape (raises the
+        data's :class:`InputProblems` naming the fix)."""
+        if not isinstance(data, MeasuredFolderData) or data.measurement_shape is None:
+            return
+        params = data.first_params()
+        try:
+            made = self.measurement_shape(data.image_shape, params)
+        except ValueError as err:
+            data.raise_problems([f"the operator cannot take {data.image_shape[2]}x{data.image_shape[1]} images: {err}"])
+            return
+        if tuple(made[-2:]) != tuple(data.measurement_shape[-2:]):
+            data.raise_problems([data.shape_mismatch(self.operator, made)])
 
     def configure_optimizers(self) -> None:
         """No Lightning optimizer: the solver owns an Adam over each batch's ``mu``."""
         return None
 
     def configure_callbacks(self):
-        """The metrics, the image writer and the SIGUSR1 handler, unless the Trainer has them."""
-        from lightning_redd.lit.metrics_callback import MetricsCallback
+        """Defaults for a Trainer given none of them: the image writer (PSNR and SSIM) and the
+        SIGUSR1 handler (the CLI passes its own, configured ones)."""
         from lightning_redd.lit.requeue import RequeueOnSignal
         from lightning_redd.lit.writer import RestorationWriter
 
         have = self.trainer.callbacks
-        return [cls() for cls in (MetricsCallback, RestorationWriter, RequeueOnSignal) if not any(isinstance(c, cls) for c in have)]
+        return [cls() for cls in (RestorationWriter, RequeueOnSignal) if not any(isinstance(c, cls) for c in have)]
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -181,66 +197,65 @@ class RestorationModule(L.LightningModule):
             return torch.autocast(device_type=device.type, enabled=False)
         return contextlib.nullcontext()
 
-    def result(self, batch: dict, state: SolverState, y: torch.Tensor, seconds: float,
-               op: ForwardOperator | None = None) -> dict:
-        """The restored batch as the callbacks receive it (tensors detached, on the device):
-        ``names``, ``index``, ``x_hat``, ``x_init``, ``y``, ``x`` (or None), ``diverged`` (B,) bool,
-        ``nfe`` (denoiser evaluations per image), ``seconds`` (the solve's wall time per image)
-        and, for measured data (``y`` given), ``consistency`` (see :meth:`consistency`)."""
-        measured = op is not None and "y" in batch
-        return {
-            "consistency": self.consistency(op, self.solver.estimate(state), y) if measured else None,
-            "names": list(batch["name"]), "index": batch["index"],
-            "x_hat": self.solver.estimate(state), "x_init": state.x_init.detach(), "y": y.detach(),
-            "x": batch["x"].detach().float() if "x" in batch else None, "diverged": state.diverged.detach(),
-            "nfe": int(state.nfe), "seconds": seconds / max(1, len(batch["name"])),
-            "evolution": self._frames if self.evolution_every else None,
-        }
+    def restored(self, batch: dict, solve: _Solve, state: SolverState) -> Restored:
+        """The finished batch as the callbacks receive it (see :class:`Restored`)."""
+        x_hat = self.solver.estimate(state)
+        return Restored(
+            names=tuple(batch["name"]), index=batch["index"], x_hat=x_hat, x_init=state.x_init.detach(),
+            y=solve.y.detach(), diverged=state.diverged.detach(), nfe=int(state.nfe),
+            seconds=(time.perf_counter() - solve.started) / max(1, len(batch["name"])),
+            x=batch["x"].detach().float() if "x" in batch else None,
+            consistency=self.consistency(solve.op, x_hat, solve.y) if "y" in batch else None,
+            frames=tuple(solve.frames), psnr_curve=torch.stack(solve.psnr, dim=1).cpu() if solve.psnr else None,
+        )
 
-    def keep_frame(self, k: int, state: SolverState) -> None:
-        """Keep the estimate after iterate ``k`` for the evolution pictures (and ``x_init`` first)."""
-        if not self.evolution_every:
-            return
-        if k == 0:
-            self._frames = [state.x_init.detach().float().cpu()]
-        if (k + 1) % self.evolution_every == 0 or k == self.num_iterates - 1:
-            self._frames.append(self.solver.estimate(state).float().cpu())
-
-    def stats_to_log(self, stats: dict[str, torch.Tensor], estimate: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
-        """Batch means of the solver's statistics and the PSNR against ``x`` (0-dim tensors,
-        left on the device: no synchronisation per iterate)."""
-        out = {k: v.float().mean() for k, v in stats.items() if k != "t"}
+    def observe(self, solve: _Solve, k: int, state: SolverState, batch: dict) -> torch.Tensor:
+        """After iterate ``k``: keep each image's PSNR (when ``x`` is known, left on the device)
+        and, every ``evolution_every`` iterates, the estimate; returns the estimate."""
+        estimate = self.solver.estimate(state)
         if "x" in batch:
-            out["psnr"] = psnr(estimate, batch["x"].float()).mean().float()
+            solve.psnr.append(psnr(estimate, batch["x"].float()).double())
+        if self.evolution_every:
+            if k == 0:
+                solve.frames.append(state.x_init.detach().float().cpu())
+            if (k + 1) % self.evolution_every == 0 or k == self.num_iterates - 1:
+                solve.frames.append(estimate.float().cpu())
+        return estimate
+
+    @staticmethod
+    def stats_to_log(stats: dict[str, torch.Tensor], solve: _Solve) -> dict[str, torch.Tensor]:
+        """Batch means of the solver's statistics and of the latest PSNR (0-dim tensors, left on
+        the device: no synchronisation per iterate)."""
+        out = {k: v.float().mean() for k, v in stats.items() if k != "t"}
+        if solve.psnr:
+            out["psnr"] = solve.psnr[-1].mean().float()
         return out
 
     # ------------------------------------------------------------------ fit: one iterate per step
-    def training_step(self, batch: dict, batch_idx: int) -> None:
-        self.emitted = None
+    def training_step(self, batch: dict, batch_idx: int) -> dict | None:
+        """One iterate of the batch's solve; the last one returns ``{"restored": Restored}``."""
         if bool(batch["pad"][0]):
             return None  # padding step: this rank has no image left, the others do
         iterate = int(batch["iterate"][0])
-        device = self.batch_device(batch)
-        with self.solver_context(device):
+        with self.solver_context(self.batch_device(batch)):
             if iterate == 0:
-                self._started = time.perf_counter()
+                started = time.perf_counter()
                 op, y = self.measure(batch)
-                self._batch = {"op": op, "y": y}
-                self._state = self.solver.init(y, op, self.prior, self.solver_generators(batch))
-            elif self._state is None or self._state.k != iterate:
+                self._solve = _Solve(op, y, started, self.solver.init(y, op, self.prior, self.solver_generators(batch)))
+            elif self._solve is None or self._solve.state.k != iterate:
                 raise RuntimeError(
                     f"iterate {iterate} of a batch arrived without its first {iterate} iterates; "
                     "restart the run (finished images are kept; the interrupted batch is redone)"
                 )
-            op, y = self._batch["op"], self._batch["y"]
-            stats = self.solver.step(self._state, y, op, self.prior)
-            estimate = self.solver.estimate(self._state)
-            self.keep_frame(iterate, self._state)
-        self.log_dict({f"train/{k}": v for k, v in self.stats_to_log(stats, estimate, batch).items()},
+            solve = self._solve
+            stats = self.solver.step(solve.state, solve.y, solve.op, self.prior)
+            self.observe(solve, iterate, solve.state, batch)
+        self.log_dict({f"train/{k}": v for k, v in self.stats_to_log(stats, solve).items()},
                       on_step=True, prog_bar=False, batch_size=len(batch["name"]))
-        if iterate == self.num_iterates - 1:
-            self.emitted = self.result(batch, self._state, y, time.perf_counter() - self._started, op)
-            self._state, self._batch = None, None
+        if iterate < self.num_iterates - 1:
+            return None
+        self._solve = None
+        return {"restored": self.restored(batch, solve, solve.state)}
 
     def iterate_bar(self, batch_idx: int):
         """A progress bar over one batch's iterates when the Trainer shows progress bars
@@ -256,23 +271,23 @@ class RestorationModule(L.LightningModule):
                     position=1, dynamic_ncols=True)
 
     # ------------------------------------------------------------------ predict: the whole solve
-    def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
-        """Run the whole solve of the batch; emits it for the callbacks and returns
-        ``{"names", "x_hat"}`` (``x_hat`` on the CPU, in ``[-1, 1]`` up to clipping)."""
+    def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> Restored:
+        """Run the whole solve of the batch and return it (:class:`Restored`, on the device)."""
         # predict runs under inference mode by default; the Adam step on mu needs autograd.
         with torch.inference_mode(False), torch.enable_grad(), self.solver_context(self.batch_device(batch)):
             batch = _cloned(batch)
             started = time.perf_counter()
             op, y = self.measure(batch)
+            solve = _Solve(op, y, started)
             bar = self.iterate_bar(batch_idx)
 
             def callback(k: int, state: SolverState, stats: dict) -> None:
                 if bar is not None:
                     bar.update(1)
-                self.keep_frame(k, state)
+                self.observe(solve, k, state, batch)
                 last = k == self.num_iterates - 1
                 if self.logger is not None and (last or (self.log_every and (k + 1) % self.log_every == 0)):
-                    logged = self.stats_to_log(stats, self.solver.estimate(state), batch)
+                    logged = self.stats_to_log(stats, solve)
                     self.logger.log_metrics({f"predict/{n}": float(v) for n, v in logged.items()},
                                             step=batch_idx * self.num_iterates + k)
 
@@ -281,8 +296,20 @@ class RestorationModule(L.LightningModule):
             finally:
                 if bar is not None:
                     bar.close()
-        self.emitted = self.result(batch, state, y, time.perf_counter() - started, op)
-        return {"names": self.emitted["names"], "x_hat": self.emitted["x_hat"].cpu()}
+        return self.restored(batch, solve, state)
+
+
+@dataclass
+class _Solve:
+    """One batch's solve in progress: the bound operator, ``y``, when it started, the solver
+    state (fit keeps it between steps) and what :meth:`RestorationModule.observe` keeps."""
+
+    op: ForwardOperator
+    y: torch.Tensor
+    started: float
+    state: SolverState | None = None
+    psnr: list[torch.Tensor] = field(default_factory=list)
+    frames: list[torch.Tensor] = field(default_factory=list)
 
 
 def _cloned(batch: dict) -> dict:

@@ -43,7 +43,7 @@ class RequeueOnSignal(L.Callback):
         requeue: run ``scontrol requeue`` (rank 0, only under SLURM).
     """
 
-    def __init__(self, *, requeue: bool = True, signum: int = signal.SIGUSR1) -> None:
+    def __init__(self, *, requeue: bool = True, signum: int = int(getattr(signal, "SIGUSR1", 10))) -> None:
         self.requeue, self.signum = bool(requeue), int(signum)
         self.requested = False
         self._previous = None

@@ -51,7 +51,7 @@ class Scorer:
     """Per-image and dataset-level metrics of restored images.
 
     Args:
-        metrics: ``psnr``, ``ssim``, ``lpips``, ``top1``, ``top5`` (columns of ``metrics.csv``)
+        names: ``psnr``, ``ssim``, ``lpips``, ``top1``, ``top5`` (columns of ``metrics.csv``)
             and ``kid``, ``fid`` (dataset-level, in ``summary.json``; top-k means go there too).
         score_init: also score the starting estimate (``<metric>_init`` columns, for psnr, ssim, lpips).
         lpips_net, lpips_weights: LPIPS backbone (alex, vgg, squeeze) and its torchvision file.
@@ -63,7 +63,7 @@ class Scorer:
 
     def __init__(
         self,
-        metrics: Sequence[str] = ("psnr", "ssim"),
+        names: Sequence[str] = ("psnr", "ssim"),
         *,
         score_init: bool = True,
         lpips_net: str = "alex",
@@ -79,7 +79,7 @@ class Scorer:
     ) -> None:
         self.score_init = bool(score_init)
         self.suite = MetricSuite(
-            metrics, lpips_net=lpips_net, lpips_weights=lpips_weights, inception_weights=inception_weights,
+            names, lpips_net=lpips_net, lpips_weights=lpips_weights, inception_weights=inception_weights,
             classifier=classifier, classifier_weights=classifier_weights, labels=labels, synset_mapping=synset_mapping,
             kid_subsets=int(kid_subsets), kid_subset_size=int(kid_subset_size), **suite_options,
         )

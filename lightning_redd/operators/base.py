@@ -86,6 +86,12 @@ class ForwardOperator(nn.Module):
         self.check_shape(shape)
         return self
 
+    def file_params(self) -> dict:
+        """The per-image parameters this operator reads from files, ``{name: FileParam}`` (see
+        :mod:`lightning_redd.operators.file_params`); the data module reads them and passes the
+        tensors to :meth:`bind` as ``params``. None by default."""
+        return {}
+
     def observed(self, y: torch.Tensor) -> torch.Tensor:
         """What the operator observes of a given measurement ``y`` (the entries it can explain);
         ``y`` itself unless overridden (inpainting: the unmasked pixels, the rest set to 0)."""

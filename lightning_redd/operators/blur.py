@@ -233,20 +233,26 @@ class MotionBlur(CircularBlur):
 
 class KernelBlur(CircularBlur):
     """Deblurring with each image's own, known kernel (e.g. measured or estimated): the
-    kernels come with the batch, read from files by the data module (``data.kernels``:
+    kernels come with the batch, read from files by the data module (``data.param_folders.kernel``:
     ``<image stem>.npy`` or a grayscale PNG, normalised to sum 1), as ``params["kernel"]``
     ``(B, k, k)``; odd ``k`` up to the image size, centred at ``k // 2``. ``singulars()`` is
     ``(B, C*H*W)``, one row per image."""
 
     per_image_kernel: ClassVar[bool] = True
 
+    def file_params(self) -> dict:
+        """One kernel file per image (``data.param_folders.kernel``)."""
+        from lightning_redd.operators.file_params import KERNEL
+
+        return {"kernel": KERNEL}
+
     def bind(self, seeds, shape, names=None, device=None, params=None) -> KernelBlur:
         self.check_shape(shape)
         check_seeds(seeds, names)
         k = None if params is None else params.get("kernel")
         if k is None:
-            raise ValueError("KernelBlur needs each image's kernel: set data.kernels to the folder of <image stem>.npy "
-                             "(or grayscale .png) kernels")
+            raise ValueError("KernelBlur needs each image's kernel: set data.param_folders.kernel to the folder of "
+                             "<image stem>.npy (or grayscale .png) kernels")
         if k.ndim != 3 or k.shape[0] != len(seeds) or k.shape[1] % 2 == 0 or k.shape[1] != k.shape[2]:
             raise ValueError(f"given kernels must be (B={len(seeds)}, k, k) with k odd, got {tuple(k.shape)}")
         if k.shape[1] > min(shape[1], shape[2]):

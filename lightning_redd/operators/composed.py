@@ -55,6 +55,12 @@ class Composed(LinearOperator):
     def output_shape(self, shape: Sequence[int]) -> tuple[int, ...]:
         return self.shapes(shape)[-1]
 
+    def file_params(self) -> dict:
+        """Every part's file parameters."""
+        from lightning_redd.operators.file_params import merge
+
+        return merge([op.file_params() for op in self.operators])
+
     def bind(self, seeds, shape, names=None, device=None, params=None) -> Composed:
         check_seeds(seeds, names)
         shapes = self.shapes(shape)

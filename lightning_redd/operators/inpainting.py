@@ -22,6 +22,8 @@ from lightning_redd.operators.common import (
     not_bound_error,
 )
 
+from lightning_redd.operators.file_params import MISSING, mask_param  # noqa: E402
+
 MaskSource = Literal["box", "random", "strokes", "half", "file"]
 
 
@@ -33,9 +35,12 @@ class Inpainting(SVDOperator):
             image), ``"random"`` (exactly ``drop_fraction`` of the pixels missing),
             ``"strokes"`` (free-form brush strokes covering a fraction in ``coverage``),
             ``"half"`` (the ``half`` side missing), ``"file"`` (each image's own mask, read from
-            a file by the data module: ``data.masks``, ``<image stem>.png``; grayscale -> one mask
-            shared by all channels, RGB -> one mask per channel).
+            a file by the data module: ``data.param_folders.mask``, ``<image stem>.png``;
+            grayscale -> one mask shared by all channels, RGB -> one mask per channel; see
+            :func:`lightning_redd.operators.file_params.read_mask`).
         box_position: ``"center"`` or ``"random"`` (uniform, box fully inside the image).
+        mask_missing: with ``mask="file"``, the colour of missing pixels in the mask files:
+            ``black`` (white = observed) or ``white``.
 
     Masks are drawn in :meth:`bind` from each image's seed, so an image always gets the same
     mask whatever its batch, or taken from ``params["mask"]``. SVD: ``U = V = I``, singular
@@ -51,17 +56,24 @@ class Inpainting(SVDOperator):
         drop_fraction: float = 0.5,
         coverage: tuple[float, float] = (0.1, 0.2),
         half: Literal["left", "right", "top", "bottom"] = "right",
+        mask_missing: Literal["black", "white"] = "black",
         sigma_y: float = 0.0,
         channels: int = 3,
     ) -> None:
         super().__init__(sigma_y=sigma_y, channels=channels)
         _validate(mask, box_fraction, box_position, drop_fraction, coverage, half)
-        self.mask_source = mask
+        if mask_missing not in MISSING:
+            raise ValueError(f"unknown mask_missing {mask_missing!r}; allowed: {MISSING}")
+        self.mask_source, self.mask_missing = mask, mask_missing
         self.box_fraction, self.box_position = float(box_fraction), box_position
         self.drop_fraction, self.coverage = float(drop_fraction), (float(coverage[0]), float(coverage[1]))
         self.half = half
         self.register_buffer("mask", None, persistent=False)
         self.image_shape: tuple[int, ...] | None = None
+
+    def file_params(self) -> dict:
+        """``mask="file"``: one mask file per image (``data.param_folders.mask``)."""
+        return {"mask": mask_param(self.mask_missing)} if self.mask_source == "file" else {}
 
     # ------------------------------------------------------------------ binding
     def draw_mask(self, seed: int, shape: Sequence[int]) -> torch.Tensor:
@@ -83,7 +95,7 @@ class Inpainting(SVDOperator):
         """``params["mask"]`` checked: ``(n, 1 or C, H, W)``, 0/1."""
         m = None if params is None else params.get("mask")
         if m is None:
-            raise ValueError("Inpainting(mask='file') needs each image's mask: set data.masks to the folder of "
+            raise ValueError("Inpainting(mask='file') needs each image's mask: set data.param_folders.mask to the folder of "
                              "<image stem>.png masks (black = missing)")
         if m.ndim != 4 or m.shape[0] != n or m.shape[1] not in (1, self.channels) or tuple(m.shape[2:]) != tuple(shape[1:]):
             raise ValueError(f"given masks must be (B={n}, 1 or {self.channels}, {shape[1]}, {shape[2]}), got {tuple(m.shape)}")

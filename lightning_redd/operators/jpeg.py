@@ -44,6 +44,12 @@ def scaled_table(table: list[int], quality: int) -> torch.Tensor:
     return torch.floor((t * scale + 50) / 100).clamp(1, 255).view(8, 8)
 
 
+def jpeg_quality(luma: torch.Tensor) -> int:
+    """The libjpeg quality whose scaled standard luma table is closest to ``luma`` (for reports)."""
+    errors = [float((scaled_table(LUMA_TABLE, q) - luma.double()).abs().sum()) for q in range(1, 101)]
+    return 1 + min(range(100), key=errors.__getitem__)
+
+
 def dct_matrix(n: int = 8) -> torch.Tensor:
     """Orthonormal DCT-II matrix ``D`` (``coefficients = D block D^T``)."""
     k = torch.arange(n, dtype=torch.float64)[:, None]
@@ -55,9 +61,10 @@ def dct_matrix(n: int = 8) -> torch.Tensor:
 
 class JPEG(RoundingOperator):
     """JPEG at ``quality`` in [1, 100] of RGB ``(B, 3, H, W)`` images, H and W multiples of 16
-    (8 without ``chroma_subsampling``). For real JPEG files (``data.measured``) use
+    (8 without ``chroma_subsampling``). For real JPEG files (measured data) use
     ``chroma_upsampling="bilinear"``: against PIL's decoder the mean difference drops from
-    1.6-2.5 to 0.9-1.3 levels (quality 10-90, the 4 demo images)."""
+    1.6-2.5 to 0.9-1.3 levels (quality 10-90, the 4 demo images). With ``file_tables``
+    (default) a measured JPEG file's own quantisation tables replace the ``quality`` tables."""
 
     def __init__(
         self,
@@ -66,10 +73,12 @@ class JPEG(RoundingOperator):
         chroma_subsampling: bool = True,
         surrogate: Surrogate = "straight_through",
         chroma_upsampling: Literal["nearest", "bilinear"] = "nearest",
+        file_tables: bool = True,
         sigma_y: float = 0.0,
         channels: int = 3,
     ) -> None:
         super().__init__(sigma_y=sigma_y, channels=channels)
+        self.file_tables = bool(file_tables)
         if channels != 3:
             raise ValueError(f"JPEG works on RGB images: channels must be 3, got {channels}")
         if not 1 <= quality <= 100:
@@ -83,6 +92,12 @@ class JPEG(RoundingOperator):
         self.register_buffer("q_chroma", scaled_table(CHROMA_TABLE, quality), persistent=False)
         self.register_buffer("dct", dct_matrix(), persistent=False)
         self.register_buffer("rgb2ycc", torch.tensor(RGB_TO_YCBCR, dtype=torch.float64), persistent=False)
+
+    def file_params(self) -> dict:
+        """With ``file_tables``: each measured JPEG file's own quantisation tables."""
+        from lightning_redd.operators.file_params import JPEG_TABLES
+
+        return {"jpeg_tables": JPEG_TABLES} if self.file_tables else {}
 
     def bind(self, seeds, shape, names=None, device=None, params=None) -> JPEG:
         """With ``params["jpeg_luma"]`` and ``params["jpeg_chroma"]`` (``(B, 8, 8)``, e.g. the

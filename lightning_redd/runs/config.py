@@ -23,7 +23,10 @@ from lightning_redd.runs.folder import RUN_CONFIG
 #: top-level sections (or single keys) that decide results
 DECIDING = ("model", "data", "seed_everything", "trainer.precision")
 #: keys inside those that do not change any image's result
-NOT_DECIDING = ("model.log_every", "data.batch_size", "data.num_workers", "data.limit", "data.output_dir", "data.repeats")
+NOT_DECIDING = ("model.log_every", "data.batch_size", "data.num_workers", "data.limit", "data.output_dir", "data.repeats",
+                "data.file_params")
+#: the data module class a signature leaves unnamed (the CLI's default)
+DEFAULT_DATA = "lightning_redd.data.folder.ImageFolderData"
 
 
 class RunConfigMismatch(ValueError):
@@ -45,7 +48,12 @@ def signature(config: dict) -> dict[str, Any]:
 
     ``data.root`` is made absolute, so the same folder named from another directory matches.
     """
-    flat = flatten(json.loads(json.dumps(config, default=str)))  # plain values (tuples -> lists, paths -> str)
+    plain = json.loads(json.dumps(config, default=str))  # plain values (tuples -> lists, paths -> str)
+    data = plain.get("data")
+    if isinstance(data, dict) and "init_args" in data:  # data.X for the default class, as before classes were chosen
+        cls = data.get("class_path")
+        plain["data"] = {**({} if cls == DEFAULT_DATA else {"class_path": cls}), **(data.get("init_args") or {})}
+    flat = flatten(plain)
     sig = {k: v for k, v in flat.items() if any(k == d or k.startswith(d + ".") for d in DECIDING)}
     sig = {k: v for k, v in sig.items() if not any(k == n or k.startswith(n + ".") for n in NOT_DECIDING)}
     if sig.get("data.root") is not None:

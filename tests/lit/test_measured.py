@@ -1,4 +1,4 @@
-"""Measured data (``data.measured: true``): the user's own y, masks and kernels read from files.
+"""Measured data (``MeasuredFolderData``): the user's own y, masks and kernels read from files.
 
 * Round trip: the demo images measured synthetically, y (and masks, kernels) saved as files,
   restored from the files: the same result as the synthetic run (y saved as float64 ``.npy``
@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from lightning_redd.data.folder import ImageFolderData, InputProblems
-from lightning_redd.data.measured import read_measurement, write_measurement
+from lightning_redd.data.measured import MeasuredFolderData, read_measurement, write_measurement
 from lightning_redd.lit.module import RestorationModule
 from lightning_redd.operators.blur import GaussianBlur, KernelBlur
 from lightning_redd.operators.denoising import Denoising
@@ -43,10 +43,10 @@ def prior():
     return EmbeddedPrior()
 
 
-def solve(prior, operator, data: ImageFolderData) -> tuple[RestorationModule, torch.Tensor]:
+def solve(prior, operator, data) -> tuple[RestorationModule, "Restored"]:  # noqa: F821
     module = RestorationModule(operator=operator, prior=prior, solver=RedDiff(num_steps=STEPS, lr=0.5, lam=0.05))
     batch = data.check()[PAIR]
-    return module, module.predict_step(batch, 0)["x_hat"]
+    return module, module.predict_step(batch, 0)
 
 
 def _png(path: Path, array: np.ndarray) -> None:
@@ -70,11 +70,10 @@ ROUND_TRIP_BOUND = {"inpainting": 0.0, "sr4": 0.0, "deblur": 1e-4, "jpeg": 0.0}
 def test_restoring_from_files_equals_the_synthetic_run(prior, tmp_path, task):
     synthetic, fed, param = TASKS[task]
     clean = ImageFolderData(root="package:demo", image_size=64, output_dir=str(tmp_path / "o1"))
-    module, x_synthetic = solve(prior, synthetic(), clean)
-    emitted = module.emitted
-    names = emitted["names"]
+    module, first = solve(prior, synthetic(), clean)
+    names = first.names
     for i, name in enumerate(names):  # what the user's files would hold
-        write_measurement(tmp_path / "y" / f"{name}.npy", emitted["y"][i])
+        write_measurement(tmp_path / "y" / f"{name}.npy", first.y[i])
     if param == "mask":
         op, _ = module.measure(clean.check()[PAIR])
         for i, name in enumerate(names):
@@ -83,15 +82,16 @@ def test_restoring_from_files_equals_the_synthetic_run(prior, tmp_path, task):
         for name in names:
             (tmp_path / "kernels").mkdir(exist_ok=True)
             np.save(tmp_path / "kernels" / f"{name}.npy", KERNEL.double().numpy())
-    measured = ImageFolderData(root=str(tmp_path / "y"), measured=True, image_size=64, output_dir=str(tmp_path / "o2"),
-                               ground_truth="package:demo", masks=str(tmp_path / "masks") if param == "mask" else None,
-                               kernels=str(tmp_path / "kernels") if param == "kernel" else None)
-    module2, x_files = solve(prior, fed(), measured)
-    assert module2.emitted["names"] == names
-    assert torch.equal(module2.emitted["y"], emitted["y"]) or param == "mask"  # y read back exactly
-    diff = (x_files - x_synthetic).abs().max().item()
+    operator = fed()
+    folders = {"mask": str(tmp_path / "masks")} if param == "mask" else {"kernel": str(tmp_path / "kernels")} if param else None
+    measured = MeasuredFolderData(root=str(tmp_path / "y"), image_size=64, output_dir=str(tmp_path / "o2"),
+                                  ground_truth="package:demo", param_folders=folders, file_params=operator.file_params())
+    module2, second = solve(prior, operator, measured)
+    assert second.names == names
+    assert torch.equal(second.y, first.y) or param == "mask"  # y read back exactly
+    diff = (second.x_hat - first.x_hat).abs().max().item()
     assert diff <= ROUND_TRIP_BOUND[task], diff
-    assert module2.emitted["consistency"]["residual"].shape == (2,)
+    assert second.consistency["residual"].shape == (2,)
 
 
 def test_measurement_files_read_back(tmp_path):
@@ -113,7 +113,8 @@ def test_jpeg_files_give_their_own_tables_and_match_the_operator(tmp_path):
     4 demo images, mean |difference| 1.6/2.0/2.5 levels at q 10/50/90 with nearest chroma
     upsampling, 0.85/1.05/1.27 with ``bilinear`` (libjpeg's fancy upsampling); the rest is
     libjpeg's integer DCT and its rounding of the input."""
-    from lightning_redd.data.params import jpeg_quality, read_jpeg_tables
+    from lightning_redd.operators.file_params import read_jpeg_tables
+    from lightning_redd.operators.jpeg import jpeg_quality
 
     x = ImageFolderData(root="package:demo", image_size=64, output_dir=str(tmp_path / "o")).check()[KEYS]["x"]
     for q, nearest_bound, bilinear_bound in ((10, 1.7, 0.95), (50, 2.1, 1.15), (90, 2.6, 1.4)):
@@ -163,24 +164,33 @@ def test_every_bad_file_is_named_at_once(tmp_path):
     np.save(kernels / "a.npy", np.full((5, 5), 0.05))  # sums to 1.25
     np.save(kernels / "b.npy", np.full((65, 65), 1 / 65**2))  # larger than the image
     np.save(kernels / "c.npy", np.full((4, 4), 1 / 16))  # even
-    with pytest.raises(InputProblems) as info:
-        _cli("predict", "--config", "configs/measured/deblur.yaml", "--data.root", str(y), "--data.ground_truth", "null",
-             "--data.kernels", str(kernels), "--data.masks", str(masks), "--trainer.default_root_dir", str(tmp_path / "out"))
-    msg = str(info.value)
-    for expected in (
-        r"measurements of mixed sizes in .*y \(64x64: 3 file\(s\) \(a.png, b.png, c.png\); 32x32: 1 file\(s\) \(d.png\)\); "
-        r"one run restores one size",
-        r"masks.b.png is 64x60 but its image is 64x64; give masks of the image's size",
-        r"no mask for image 'c' in .*masks: add c.png",
-        r"no mask for image 'd'",
-        r"kernels.a.npy sums to 1.25, not 1; divide it by its sum",
-        r"kernels.b.npy is 65x65, larger than the 64x64 image; crop it",
-        r"kernels.c.npy is 4x4; kernels must be square with an odd side",
-        r"no kernel for image 'd' in .*kernels: add d.npy",
+    messages = {}
+    for config, kind, folder in (("deblur", "kernel", kernels), ("inpainting", "mask", masks)):
+        with pytest.raises(InputProblems) as info:
+            _cli("predict", "--config", f"configs/measured/{config}.yaml", "--data.root", str(y), "--data.ground_truth",
+                 "null", f"--data.param_folders={{{kind}: {folder}}}", "--trainer.default_root_dir", str(tmp_path / "out"))
+        messages[kind] = str(info.value)
+    mixed = (r"measurements of mixed sizes in .*y \(64x64: 3 file\(s\) \(a.png, b.png, c.png\); 32x32: 1 file\(s\) "
+             r"\(d.png\)\); one run restores one size")
+    for kind, expected in (
+        ("mask", mixed),
+        ("mask", r"masks.b.png is 64x60 but its image is 64x64; give masks of the image's size"),
+        ("mask", r"no mask for image 'c' in .*masks: add c.png"),
+        ("mask", r"no mask for image 'd'"),
+        ("kernel", mixed),
+        ("kernel", r"kernels.a.npy sums to 1.25, not 1; divide it by its sum"),
+        ("kernel", r"kernels.b.npy is 65x65, larger than the 64x64 image; crop it"),
+        ("kernel", r"kernels.c.npy is 4x4; kernels must be square with an odd side"),
+        ("kernel", r"no kernel for image 'd' in .*kernels: add d.npy"),
     ):
-        assert __import__("re").search(expected, msg), (expected, msg)
-    assert "9 problem(s), nothing was restored" in msg or "problem(s), nothing was restored" in msg
+        assert __import__("re").search(expected, messages[kind]), (expected, messages[kind])
+    assert "4 problem(s), nothing was restored" in messages["mask"]
+    assert "5 problem(s), nothing was restored" in messages["kernel"]
     assert not (tmp_path / "out" / "restored").exists()
+    with pytest.raises(InputProblems, match=r"data.param_folders.mask is set, but the operator reads no mask files "
+                                            r"\(it reads: kernel\)"):
+        _cli("predict", "--config", "configs/measured/deblur.yaml", "--data.root", str(y), "--data.ground_truth", "null",
+             f"--data.param_folders={{mask: {masks}, kernel: {kernels}}}", "--trainer.default_root_dir", str(tmp_path / "o"))
 
 
 def test_an_sr_factor_that_does_not_fit_the_prior_is_named(tmp_path):

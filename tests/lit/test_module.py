@@ -33,11 +33,11 @@ def restored(root: Path) -> dict[str, np.ndarray]:
     return {p.stem: np.asarray(Image.open(p)) for p in sorted((root / "restored").glob("*.png"))}
 
 
-def capture(monkeypatch) -> list[dict]:
+def capture(monkeypatch) -> list:
     """Record every batch the writer receives (full-precision tensors)."""
     from lightning_redd.lit.writer import RestorationWriter
 
-    seen: list[dict] = []
+    seen: list = []
     original = RestorationWriter.write
 
     def spy(self, trainer, out):
@@ -48,8 +48,8 @@ def capture(monkeypatch) -> list[dict]:
     return seen
 
 
-def by_name(batches: list[dict]) -> dict[str, torch.Tensor]:
-    return {n: b["x_hat"][i] for b in batches for i, n in enumerate(b["names"])}
+def by_name(batches: list) -> dict[str, torch.Tensor]:
+    return {n: b.x_hat[i] for b in batches for i, n in enumerate(b.names)}
 
 
 def test_fit_and_predict_write_the_same_images(tmp_path, monkeypatch):
@@ -105,7 +105,7 @@ def test_mixed_precision_keeps_mu_float32(tmp_path, monkeypatch):
     images = make_images(tmp_path / "in", n=1)
     seen = capture(monkeypatch)
     cli(args(tmp_path, images, "bf16", "--trainer.precision", "bf16-mixed"))
-    assert seen[0]["x_hat"].dtype == torch.float32
+    assert seen[0].x_hat.dtype == torch.float32
 
 
 # --------------------------------------------------------------------------- bad input
@@ -140,7 +140,7 @@ def test_mask_file_of_wrong_size_is_named(tmp_path):
     masks.mkdir()
     Image.fromarray(np.full((7, 9), 255, np.uint8)).save(masks / "img0.png")
     with pytest.raises(ValueError, match=r"mask .*img0.png is 9x7 but its image is \d+x\d+ \(source \d+x\d+\); give masks"):
-        cli(args(tmp_path, images, "bad", "--model.operator.init_args.mask", "file", "--data.masks", str(masks)))
+        cli(args(tmp_path, images, "bad", "--model.operator.init_args.mask", "file", f"--data.param_folders={{mask: {masks}}}"))
     assert not (tmp_path / "bad" / "restored").exists()
 
 

@@ -60,7 +60,7 @@ def _save(path, arr):
 
 
 def test_file_masks_gray_and_rgb(tmp_path):
-    from lightning_redd.data.params import read_mask
+    from lightning_redd.operators.file_params import read_mask
 
     gray = np.full((8, 8), 255, np.uint8)
     gray[:, :3] = 0
@@ -68,26 +68,27 @@ def test_file_masks_gray_and_rgb(tmp_path):
     rgb = np.full((8, 8, 3), 255, np.uint8)
     rgb[0, 0, 1] = 0
     _save(tmp_path / "dog.png", rgb)
-    masks = [read_mask(tmp_path / f"{n}.png", (8, 8)) for n in ("cat", "dog")]
+    masks = [read_mask(tmp_path / f"{n}.png", (8, 8))["mask"] for n in ("cat", "dog")]
     assert masks[0].shape == (1, 8, 8) and masks[1].shape == (3, 8, 8)
     given = torch.stack([masks[0].expand(3, -1, -1), masks[1]])
     op = Inpainting(mask="file").bind([0, 1], (3, 8, 8), names=["cat", "dog"], params={"mask": given})
     assert op.mask.shape == (2, 3, 8, 8)
     assert torch.all(op.mask[0, :, :, :3] == 0) and torch.all(op.mask[0, :, :, 3:] == 1)
     assert op.mask[1].sum() == 3 * 64 - 1 and op.mask[1, 1, 0, 0] == 0
-    inv = read_mask(tmp_path / "cat.png", (8, 8), missing="white")
+    inv = read_mask(tmp_path / "cat.png", (8, 8), missing="white")["mask"]
     assert torch.all(inv[:, :, :3] == 1) and torch.all(inv[:, :, 3:] == 0)
 
 
 def test_file_mask_errors(tmp_path):
-    from lightning_redd.data.params import ParamFileError, find, read_mask
+    from lightning_redd.data.params import ParamFiles
+    from lightning_redd.operators.file_params import ParamFileError, read_mask
 
     _save(tmp_path / "cat.png", np.zeros((8, 6), np.uint8))
     with pytest.raises(ParamFileError, match=r"cat.png is 6x8 but its image is 8x8; give masks of the image's size"):
         read_mask(tmp_path / "cat.png", (8, 8))
     with pytest.raises(ParamFileError, match="no mask for image 'owl'.*add owl.png"):
-        find(tmp_path, "owl", (".png",), "mask")
-    with pytest.raises(ValueError, match="needs each image's mask: set data.masks"):
+        ParamFiles(Inpainting(mask="file").file_params(), {"mask": tmp_path}).find("mask", "owl")
+    with pytest.raises(ValueError, match="needs each image's mask: set data.param_folders.mask"):
         Inpainting(mask="file").bind([0], (3, 8, 6))
     with pytest.raises(ValueError, match=r"given masks must be \(B=1, 1 or 1, 8, 6\), got \(1, 3, 8, 6\)"):
         Inpainting(mask="file", channels=1).bind([0], (1, 8, 6), params={"mask": torch.ones(1, 3, 8, 6)})

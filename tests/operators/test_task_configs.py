@@ -22,7 +22,7 @@ def test_there_are_task_configs():
 def test_task_config_instantiates(path):
     raw = yaml.safe_load(path.read_text())
     assert set(raw) <= {"model", "data"} and list(raw["model"]) in (["operator"], ["operator", "solver"])
-    assert set(raw.get("data", {})) <= {"masks", "mask_missing"}, "a task fragment's data part only names its parameter files"
+    assert set(raw.get("data", {})) <= {"param_folders"}, "a task fragment's data part only names its parameter files"
     if "solver" in raw["model"]:  # a 64 px preset: the solver's knobs only, never its class (tests/test_configs.py)
         assert list(raw["model"]["solver"]) == ["init_args"]
     parser = ArgumentParser(exit_on_error=False)
@@ -36,7 +36,7 @@ def test_task_config_instantiates(path):
         if key in ("sigma_y", "channels"):
             assert getattr(op, key) == value
     if raw["model"]["operator"]["init_args"].get("mask") == "file":
-        return  # its masks come with the data (data.masks)
+        return  # its masks come with the data (data.param_folders.mask)
     if path.stem == "deblur_anisotropic":
         assert op.sigma == tuple(raw["model"]["operator"]["init_args"]["sigma"]) and op.angle == 30.0
     size = 128
