@@ -25,6 +25,7 @@ from lightning_redd import seeding
 from lightning_redd.operators.inpainting import Inpainting
 from lightning_redd.priors.adm import ADMPrior
 from lightning_redd.priors.base import DiffusionPrior
+from lightning_redd.runs.memory import peak_resident_bytes, process_peak_bytes, reset_peak_rss, resident_bytes
 from lightning_redd.solvers.red_diff import RedDiff
 
 #: architectures: guided-diffusion flags for the ADM ones (random weights), the shipped prior.
@@ -95,6 +96,18 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def rss_bytes() -> int:
+    """The current resident size; the process's peak where ``/proc`` is absent."""
+    rss = resident_bytes()
+    return peak_bytes() if rss is None else rss
+
+
+def peak_bytes() -> int:
+    """The resettable RSS high-water mark (``VmHWM``); ``ru_maxrss`` where ``/proc`` is absent."""
+    peak = peak_resident_bytes()
+    return process_peak_bytes() if peak is None else peak
+
+
 def malloc_trim() -> None:
     try:
         import ctypes
@@ -114,10 +127,7 @@ class Clock:
     """
 
     def __init__(self, device: torch.device, cpu_memory: bool = False) -> None:
-        from bench_memory import peak_bytes, reset_peak, rss_bytes
-
         self.device, self.cpu_memory = device, cpu_memory
-        self._peak, self._reset, self._rss = peak_bytes, reset_peak, rss_bytes
         self.marks: list = []
         self.cpu_marks: list[float] = []
         self.peaks_mib: list[float] = []
@@ -135,11 +145,11 @@ class Clock:
             return
         if self.cpu_memory:
             if self._base is not None:
-                self.peaks_mib.append((self._peak() - self._base) / 2**20)
+                self.peaks_mib.append((peak_bytes() - self._base) / 2**20)
             gc.collect()
             malloc_trim()
-            self._reset()
-            self._base = self._rss()
+            reset_peak_rss()
+            self._base = rss_bytes()
         self.cpu_marks.append(time.process_time())
         self.marks.append(time.perf_counter())
 

@@ -3,7 +3,8 @@
 The parent (``bench.py``) re-runs itself with ``--child MODE``; the child builds the prior and
 the problem, runs ``warmup`` units, then ``mem_repeats`` units, each preceded by
 ``gc.collect`` + ``malloc_trim`` + a reset of the kernel's RSS high-water mark (Linux:
-``/proc/self/clear_refs`` <- 5, then ``VmHWM``), and prints each unit's peak above the RSS at
+``/proc/self/clear_refs`` <- 5, then ``VmHWM``; both read by :mod:`lightning_redd.runs.memory`
+through ``bench_cases.Clock``), and prints each unit's peak above the RSS at
 its start as one JSON line. A fresh process keeps the model build and the other modes'
 caches out of the figure. Where the high-water mark cannot be reset (not Linux), ``ru_maxrss``
 is used and a unit whose peak is masked by an earlier one reads NaN.
@@ -11,44 +12,20 @@ is used and a unit whose peak is masked by an earlier one reads NaN.
 from __future__ import annotations
 
 import json
-import os
-import resource
 import subprocess
 import sys
 
-from lightning_redd.runs.memory import reset_peak_rss as reset_peak
+from bench_cases import Clock
 
-
-def rss_bytes() -> int:
-    """Current resident set size (``/proc/self/statm``; ``ru_maxrss`` where absent)."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:
-        return peak_bytes()
-
-
-
-
-def peak_bytes() -> int:
-    """RSS high-water mark: ``VmHWM`` (resettable) on Linux, else ``ru_maxrss``."""
-    try:
-        with open("/proc/self/status") as f:
-            line = next(ln for ln in f if ln.startswith("VmHWM:"))
-        return int(line.split()[1]) * 1024
-    except (OSError, StopIteration):
-        scale = 1 if sys.platform == "darwin" else 1024  # Linux reports KiB
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+from lightning_redd.runs.memory import reset_peak_rss
 
 
 def child_peaks(run_units) -> None:
     """Child body: ``run_units(clock)`` runs the units on a memory clock; print the peaks (MiB)."""
     import torch
 
-    from bench_cases import Clock
-
     clock = Clock(torch.device("cpu"), cpu_memory=True)
-    resettable = reset_peak()
+    resettable = reset_peak_rss()
     skip = run_units(clock)
     peaks = clock.peaks_mib[skip:] if resettable else [float("nan")]
     print(json.dumps({"peaks_mib": peaks, "resettable": resettable}))

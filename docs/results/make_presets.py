@@ -102,7 +102,7 @@ def operator_block(task):
 
 def tune_command(task):
     lr = OPS[task][3]
-    return ("python -m lightning_redd.lit.compare table --out outputs/presets/" + task +
+    return ("python -m lightning_redd.experiments table --out outputs/presets/" + task +
             f" --config configs/demo.yaml --config configs/task/{task}.yaml --threads 1 --resume"
             " --set data.root=outputs/heldout/tuning --set data.batch_size=4 --isolate none"
             " --solver red_diff=configs/solver/red_diff.yaml"

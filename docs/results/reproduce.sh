@@ -5,7 +5,7 @@
 #   bash docs/results/reproduce.sh tune_cheap # one stage: tune_cheap test_cheap tune_guided test ablations iterates presets publish
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-C=${C:-"python -m lightning_redd.lit.compare"}
+C=${C:-"python -m lightning_redd.experiments"}
 OUT=${OUT:-outputs/results}
 TASKS="inpainting_strokes inpainting_box sr_block4 deblur_gaussian hdr"
 S=model.solver.init_args

@@ -272,7 +272,7 @@ Restore images with RED-diff (or a baseline) and a diffusion prior.
 COMMANDS = {
     "list": "lightning_redd.lit.commands:list_main",
     "evaluate": "lightning_redd.lit.commands:evaluate_main",
-    "compare": "lightning_redd.lit.compare:main",
+    "compare": "lightning_redd.experiments.cli:main",
 }
 
 
