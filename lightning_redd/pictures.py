@@ -7,11 +7,9 @@ matplotlib (``pip install "lightning_redd[plots]"``), imported only when a plot 
 """
 from __future__ import annotations
 
-import csv
 import io
 import math
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
