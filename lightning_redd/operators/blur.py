@@ -256,7 +256,8 @@ class KernelBlur(CircularBlur):
         if k.ndim != 3 or k.shape[0] != len(seeds) or k.shape[1] % 2 == 0 or k.shape[1] != k.shape[2]:
             raise ValueError(f"given kernels must be (B={len(seeds)}, k, k) with k odd, got {tuple(k.shape)}")
         if k.shape[1] > min(shape[1], shape[2]):
-            raise ValueError(f"KernelBlur: {k.shape[1]}x{k.shape[2]} kernels do not fit {shape[1]}x{shape[2]} images")
+            raise ValueError(f"KernelBlur: {k.shape[1]}x{k.shape[2]} kernels do not fit {shape[1]}x{shape[2]} images; "
+                             f"use odd kernels no larger than the image's smaller side ({min(shape[1], shape[2])} px)")
         out = bound_copy(self, shape, device)
         out.register_buffer("kernel", k[:, None].float().to(device), persistent=False)
         return out._with_svd()

@@ -42,8 +42,17 @@ class PhaseRetrieval(ForwardOperator):
         """No cheap inverse exists (the phase is lost): returns the mid-grey image ``0``, with
         the image size recovered from ``y``'s padded size."""
         check_y(self, y)
-        h = round(y.shape[-2] / (1 + 2 * self.pad_ratio))
-        w = round(y.shape[-1] / (1 + 2 * self.pad_ratio))
-        if tuple(self.output_shape((y.shape[1], h, w))) != tuple(y.shape[1:]):
+        h, w = self.image_side(y.shape[-2]), self.image_side(y.shape[-1])
+        if h is None or w is None:
             raise ValueError(f"PhaseRetrieval: {tuple(y.shape)} is not a padded magnitude of pad_ratio {self.pad_ratio}")
         return y.new_zeros(y.shape[0], y.shape[1], h, w)
+
+    def image_side(self, padded: int) -> int | None:
+        """The image side ``n`` with ``n + 2 round(pad_ratio n) == padded`` (unique: the padded side
+        grows with ``n``), or None. Searched near ``padded / (1 + 2 pad_ratio)``, since rounding
+        the pads moves that estimate by up to ``1 / (1 + 2 pad_ratio)`` (not always below 1/2)."""
+        guess = round(padded / (1 + 2 * self.pad_ratio))
+        for n in (guess, guess - 1, guess + 1):
+            if n >= 1 and n + 2 * round(self.pad_ratio * n) == padded:
+                return n
+        return None

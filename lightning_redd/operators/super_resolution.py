@@ -42,11 +42,16 @@ class _Downscale:
         self.factor = int(factor)
 
     def _check_divisible(self, shape: Sequence[int]) -> None:
-        r = self.factor
-        if shape[1] % r or shape[2] % r:
+        """Any ``H x W`` whose sides are multiples of the factor (non-square included); other sizes
+        get an error naming the nearest sizes that work (no implicit padding: ``y``'s pixels
+        would otherwise average pixels that are not in the image)."""
+        r, h, w = self.factor, int(shape[1]), int(shape[2])
+        if h % r or w % r:
+            up = f"{h + (-h) % r}x{w + (-w) % r} (pad)"
+            near = f"{h - h % r}x{w - w % r} (crop) and {up}" if min(h, w) >= r else up
             raise ValueError(
-                f"{type(self).__name__}: image size {shape[1]}x{shape[2]} is not a multiple of factor {r}; "
-                f"crop or pad the images to a multiple of {r} (e.g. 256x256)"
+                f"{type(self).__name__}: image size {h}x{w} is not a multiple of factor {r}; crop or pad the images "
+                f"to a multiple of {r}, nearest: {near}"
             )
 
     def output_shape(self, shape: Sequence[int]) -> tuple[int, ...]:

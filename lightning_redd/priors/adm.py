@@ -120,6 +120,14 @@ class ADMPrior(DiffusionPrior):
                 "use_scale_shift_norm) against the flags the checkpoint was released with")
         return load_into(net, sd, source=f"checkpoint {checkpoint!r}", fix_hint=hint)
 
+    @property
+    def whole_image_multiple(self) -> int:
+        """``2 ** (levels - 1)`` (32 for the 256x256 models' 6 levels): the down- and upsamplings
+        must meet the skips at equal sizes; the attention blocks take any number of positions
+        (no positional embedding; cost grows with its square), and GroupNorm statistics span the
+        whole image, unlike in training."""
+        return 2 ** (self.net.num_levels - 1)
+
     def train(self, mode: bool = True) -> "ADMPrior":
         """Keep the frozen network in eval mode (no dropout) whatever the parent's mode."""
         super().train(mode)

@@ -87,6 +87,13 @@ class DiffusionPrior(nn.Module):
                 f"{x_t.shape[-2]}x{x_t.shape[-1]}; set the data's image_size to {self.image_size}"
             )
         t = self.check_times(t, x_t.shape[0], x_t.device)
+        return self.network_eps(x_t, t)
+
+    def network_eps(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """:meth:`predict_eps` in float32 under the configured autocast, without :meth:`eps`'s
+        checks: ``t`` must already be a ``(B,)`` long tensor on ``x_t``'s device, and any
+        ``H x W`` goes to the network (the wrappers of :mod:`lightning_redd.priors.tiled` call
+        it with tiles of the training size, or whole images of sizes the network can take)."""
         if self.autocast_dtype is None:
             ctx = contextlib.nullcontext()
         else:
@@ -94,3 +101,10 @@ class DiffusionPrior(nn.Module):
         with ctx:
             out = self.predict_eps(x_t, t)
         return out.float()
+
+    @property
+    def whole_image_multiple(self) -> int | None:
+        """The sizes the network can evaluate whole, besides its training size: ``H`` and ``W``
+        multiples of this (e.g. ``2 ** downsamplings`` of a fully convolutional UNet), or None
+        when only :attr:`image_size` is known to work (or, with ``image_size`` None, any size)."""
+        return None

@@ -156,6 +156,15 @@ class EmbeddedPrior(DiffusionPrior):
         self.channels_last, self.attention, self.compile = bool(channels_last), check_impl(attention), bool(compile)
         self.network = prepare_network(network, attention=attention, channels_last=self.channels_last, compile=self.compile)
 
+    @property
+    def whole_image_multiple(self) -> int:
+        """``2 ** (levels - 1)`` (8 for the shipped network): its stride-2 downsamplings and x2
+        upsamplings must meet the skips at equal sizes. Nothing else fixes the size (attention has
+        no positional embedding, the time embedding is per image), but GroupNorm statistics and
+        self-attention then span the whole image, unlike in training: measured worse than tiles
+        (:mod:`lightning_redd.priors.tiled`)."""
+        return 2 ** (len(self.network.config["channel_mult"]) - 1)
+
     def train(self, mode: bool = True) -> "EmbeddedPrior":
         """Keep the frozen network in eval mode whatever the parent module does."""
         super().train(mode)

@@ -80,8 +80,11 @@ def test_bound_operator_rejects_another_image_size():
 
 @pytest.mark.parametrize("cls", [BlockAverageSR, BicubicSR])
 def test_sr_rejects_non_multiple_sizes(cls):
-    with pytest.raises(ValueError, match="18x20 is not a multiple of factor 4; crop or pad"):
+    with pytest.raises(ValueError, match=r"18x20 is not a multiple of factor 4; crop or pad .* nearest: 16x20 \(crop\) and 20x20 \(pad\)"):
         cls(factor=4).bind([0], (3, 18, 20))
+    with pytest.raises(ValueError, match=r"3x40 is not a multiple of factor 4; .* nearest: 4x40 \(pad\)$"):
+        BlockAverageSR(factor=4).bind([0], (3, 3, 40))
+    cls(factor=4).bind([0], (3, 24, 40))  # any H x W whose sides are multiples (24x40: 6x10)
     with pytest.raises(ValueError, match="factor must be one of 2, 4, 8"):
         cls(factor=3)
 
