@@ -48,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmark this c
 
 import torch  # noqa: E402
 
-from bench_cases import ARCHS, BARE_MODES, PRECISIONS, Clock, Switches, bare_call, build_prior, make_problem, run_marked
+from bench_cases import ARCHS, PRECISIONS, Clock, Switches, bare_call, build_prior, make_problem, run_marked
 from bench_lightning import LIGHTNING_MODES, lightning_run
 from bench_memory import child_peaks, cpu_peak
 from bench_pieces import pieces, report_pieces

@@ -10,9 +10,7 @@ import pytest
 import yaml
 from lightning.pytorch.cli import LightningCLI
 
-from lightning_redd.data.folder import ImageFolderData
-from lightning_redd.lit.cli import TRAINER_DEFAULTS, ReddCLI
-from lightning_redd.lit.module import RestorationModule
+from lightning_redd.lit.cli import ReddCLI
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 ALL = sorted(p for p in CONFIGS.rglob("*.yaml"))
@@ -28,11 +26,11 @@ class ParseOnly(ReddCLI):
         pass
 
 
-def parse(*files: Path, cli_class=ParseOnly, model=RestorationModule, data=ImageFolderData):
+def parse(*files: Path, cli_class=ParseOnly):
     args = ["predict"]
     for f in files:
         args += ["--config", str(f)]
-    return cli_class(model, data, trainer_defaults=TRAINER_DEFAULTS, args=args, run=True)
+    return cli_class(args=args, run=True)
 
 
 def config_id(p: Path) -> str:
@@ -85,8 +83,7 @@ def test_training_config_parses(path):
 
 def test_demo_config_instantiates():
     """The demo builds for real: prior weights found, operator and solver valid."""
-    cli = ReddCLI(RestorationModule, ImageFolderData, trainer_defaults=TRAINER_DEFAULTS,
-                  args=["--config", str(CONFIGS / "demo.yaml")], run=False)
+    cli = ReddCLI(args=["--config", str(CONFIGS / "demo.yaml")], run=False)
     assert cli.model.num_iterates == 200
     assert cli.model.prior.image_size == cli.datamodule.image_size == 64
 
@@ -125,7 +122,7 @@ def test_paper_config_composes_with_its_prior_fragment(dataset, task):
     assert c.model.operator.class_path == operator
     assert c.model.solver.class_path == "lightning_redd.solvers.red_diff.RedDiff"
     assert (c.model.solver.init_args.num_steps, c.model.solver.init_args.lr, c.model.solver.init_args.lam) == (1000, lr, 0.25)
-    assert c.data.image_size == 256 and c.data.batch_size == 4 and c.seed_everything == 0
+    assert c.data.init_args.image_size == 256 and c.data.init_args.batch_size == 4 and c.seed_everything == 0
     # no fixed folder: each composition gets its own (config names + a hash of the settings)
     assert re.fullmatch(rf"outputs/adm_{dataset}\+{task}-[0-9a-f]{{8}}", c.trainer.default_root_dir) and c.trainer.logger is None
     assert "save_dir" not in path.read_text()
@@ -163,7 +160,7 @@ def test_prior_fragment_sets_only_the_prior_and_image_size(name):
     raw = yaml.safe_load((CONFIGS / "prior" / f"{name}.yaml").read_text())
     assert set(raw) == {"model", "data"} and set(raw["model"]) == {"prior"} and set(raw["data"]) == {"image_size"}
     c = parse(*composition(CONFIGS / "prior" / f"{name}.yaml")).parsed.predict
-    assert c.data.image_size == (64 if name == "embedded" else 256)
+    assert c.data.init_args.image_size == (64 if name == "embedded" else 256)
 
 
 # --------------------------------------------------------------------------- 64 px task presets
@@ -182,7 +179,7 @@ def test_task_preset_fits_the_64px_prior_and_says_what_was_measured(path):
     knobs = raw["model"]["solver"]
     assert list(knobs) == ["init_args"] and set(knobs["init_args"]) == {"num_steps", "lr", "lam"}
     c = parse(CONFIGS / "demo.yaml", path).parsed.predict
-    assert c.model.solver.class_path == "lightning_redd.solvers.red_diff.RedDiff" and c.data.image_size == 64
+    assert c.model.solver.class_path == "lightning_redd.solvers.red_diff.RedDiff" and c.data.init_args.image_size == 64
     assert {k: getattr(c.model.solver.init_args, k) for k in knobs["init_args"]} == knobs["init_args"]
     assert 0 <= c.model.operator.init_args.sigma_y <= 0.05
     head = "".join(line for line in path.read_text().splitlines(True) if line.startswith("#"))

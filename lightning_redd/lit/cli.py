@@ -113,7 +113,16 @@ def _file_params(model: RestorationModule) -> dict:
 
 
 class ReddCLI(LightningCLI):
-    """LightningCLI with the run-folder, sharding and logging rules of the module docstring."""
+    """LightningCLI with the run-folder, sharding and logging rules of the module docstring,
+    over :class:`RestorationModule` and any :class:`FolderData` (``ImageFolderData`` unless
+    ``data.class_path`` names another, e.g. ``MeasuredFolderData``)."""
+
+    def __init__(self, model_class=RestorationModule, datamodule_class=FolderData, **kwargs) -> None:
+        kwargs.setdefault("trainer_defaults", TRAINER_DEFAULTS)
+        kwargs.setdefault("save_config_callback", RunConfigCallback)
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault("parser_class", ReddParser)
+        super().__init__(model_class, datamodule_class, subclass_mode_data=True, **kwargs)
 
     def add_arguments_to_parser(self, parser) -> None:
         """The run's own groups, wired explicitly: ``--metrics.*`` (the :class:`Scorer`) goes to
@@ -153,6 +162,8 @@ class ReddCLI(LightningCLI):
             if not trainer.get("default_root_dir"):
                 configs = [str(c) for c in (cfg.get("config") or [])]
                 trainer.default_root_dir = str(Path("outputs") / run_config.folder_name(sig, configs))
+                # the links ran at parse time: the derived folder reaches the data and the writer here
+                cfg.data.init_args.output_dir = cfg.writer.output_dir = trainer.default_root_dir
             if not cfg.get("overwrite"):
                 run_config.check(Path(trainer.default_root_dir), sig)
 
@@ -220,17 +231,7 @@ def cli(args=None, run: bool = True) -> ReddCLI:
         args = with_bundled_configs(args)
     elif args is None and any(a in ("--config", "-c") or a.startswith("--config=") for a in sys.argv[1:]):
         sys.argv[1:] = with_bundled_configs(sys.argv[1:])
-    return ReddCLI(
-        RestorationModule,
-        FolderData,
-        subclass_mode_data=True,
-        trainer_defaults=TRAINER_DEFAULTS,
-        save_config_callback=RunConfigCallback,
-        save_config_kwargs={"overwrite": True},
-        parser_class=ReddParser,
-        args=args,
-        run=run,
-    )
+    return ReddCLI(args=args, run=run)
 
 
 def user_error(err: BaseException) -> BaseException | None:

@@ -21,7 +21,7 @@ def run(subcommand: str, out: Path, monkeypatch, *extra: str) -> dict[str, torch
     original = RestorationWriter.write
 
     def spy(self, trainer, batch_out):
-        seen.update({n: batch_out["x_hat"][i] for i, n in enumerate(batch_out["names"])})
+        seen.update({n: batch_out.x_hat[i] for i, n in enumerate(batch_out.names)})
         original(self, trainer, batch_out)
 
     monkeypatch.setattr(RestorationWriter, "write", spy)

@@ -83,11 +83,10 @@ def test_two_processes_give_the_same_metric_table(tmp_path, alexnet_weights, inc
     images = make_images(tmp_path / "in", n=4, size=32)
     labels = tmp_path / "labels.json"
     labels.write_text(json.dumps({f"img{i}": i for i in range(4)}))
-    metrics = ["--trainer.callbacks+=lightning_redd.lit.metrics_callback.MetricsCallback",
-               "--trainer.callbacks.metrics=[psnr,ssim,lpips,top1,kid,fid]",
-               f"--trainer.callbacks.lpips_weights={alexnet_weights}", f"--trainer.callbacks.inception_weights={inception_weights}",
-               "--trainer.callbacks.classifier=resnet18.tv_in1k", f"--trainer.callbacks.classifier_weights={resnet_weights}",
-               f"--trainer.callbacks.labels={labels}", "--data.batch_size", "1"]
+    metrics = ["--metrics.names=[psnr,ssim,lpips,top1,kid,fid]",
+               f"--metrics.lpips_weights={alexnet_weights}", f"--metrics.inception_weights={inception_weights}",
+               "--metrics.classifier=resnet18.tv_in1k", f"--metrics.classifier_weights={resnet_weights}",
+               f"--metrics.labels={labels}", "--data.batch_size", "1"]
     outs = {}
     for n in (1, 2):
         outs[n] = tmp_path / f"p{n}"

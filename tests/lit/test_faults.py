@@ -243,7 +243,7 @@ def test_a_diverged_image_leaves_its_batch_mates_unchanged(tmp_path, monkeypatch
         argv = tiny_args(out, images, "--data.batch_size", "3", "--model.operator", "helpers.PoisonedInpainting",
                          "--model.operator.init_args.poisoned", f"[{poisoned}]")
         status, _ = run_main(argv, capsys)
-        return status, {n: b["x_hat"][i].clone() for b in seen for i, n in enumerate(b["names"])}
+        return status, {n: b.x_hat[i].clone() for b in seen for i, n in enumerate(b.names)}
 
     status_ok, clean = run(tmp_path / "clean", "nobody")
     status_bad, poisoned = run(tmp_path / "poisoned", "zbad")

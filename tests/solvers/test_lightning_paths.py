@@ -36,7 +36,7 @@ def run(tmp_path: Path, images: Path, subcommand: str, solver: list[str], monkey
     original = RestorationWriter.write
 
     def spy(self, trainer, out):
-        seen.update({n: (out["x_hat"][i], out["x_init"][i]) for i, n in enumerate(out["names"])})
+        seen.update({n: (out.x_hat[i], out.x_init[i]) for i, n in enumerate(out.names)})
         original(self, trainer, out)
 
     monkeypatch.setattr(RestorationWriter, "write", spy)
