@@ -39,13 +39,13 @@ from lightning_redd.solvers.ddim import DDIM, DDIMState
 @cache
 def svd_operators() -> tuple[tuple[str, ...], tuple[str, ...]]:
     """``(class names, registry names)`` of the operators of
-    :data:`lightning_redd.operators.registry.OPERATORS` whose instances are
-    :class:`~lightning_redd.operators.base.SVDOperator` s (for DDRM's error message), each in
-    registry order without repeats."""
+    :data:`lightning_redd.operators.registry.OPERATORS` that DDRM takes: instances that are
+    :class:`~lightning_redd.operators.base.SVDOperator` s with Gaussian noise (for its error
+    message), each in registry order without repeats."""
     from lightning_redd.operators.registry import OPERATORS  # at first use: the registry builds every operator
 
     built = {name: make() for name, make in OPERATORS.items()}
-    names = tuple(name for name, op in built.items() if isinstance(op, SVDOperator))
+    names = tuple(name for name, op in built.items() if DDRM.requirements.fits(op))
     classes = tuple(dict.fromkeys(type(built[name]).__name__ for name in names))
     return classes, names
 
@@ -65,6 +65,13 @@ class DDRMState(DDIMState):
     uty: torch.Tensor = None  # type: ignore[assignment]
     ybar: torch.Tensor = None  # type: ignore[assignment]
     sigma_y: float = 0.0
+
+
+def ddrm_weights(sigma_s: float, eta: float) -> tuple[float, float]:
+    """``(sqrt(1 - eta^2) sigma_s, eta sigma_s)``: in the unobserved and less-noisy-than-``y``
+    cases, the weight of the carried direction (``ebar``, or the measurement's residual) and the
+    std of the fresh noise ``z``; their squares sum to ``sigma_s^2``."""
+    return (1 - eta**2) ** 0.5 * sigma_s, eta * sigma_s
 
 
 def spectral_data(op: SVDOperator, y: torch.Tensor, n: int, rtol: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -151,9 +158,9 @@ class DDRM(DDIM):
         sig_s = ((1 - a_s) / a_s) ** 0.5
         s, sy, eta, eta_b = state.s, state.sigma_y, self.eta, self.eta_b
         z = state.noise.randn(xb0.shape[1:]) if sig_s > 0 else torch.zeros_like(xb0)
-        keep = (1 - eta**2) ** 0.5 * sig_s
-        missing = xb0 + keep * eb + eta * sig_s * z
-        less_noisy = xb0 + keep * (state.uty - s * xb0) / max(sy, 1e-30) + eta * sig_s * z
+        keep, fresh = ddrm_weights(sig_s, eta)
+        missing = xb0 + keep * eb + fresh * z
+        less_noisy = xb0 + keep * (state.uty - s * xb0) / max(sy, 1e-30) + fresh * z
         s_safe = torch.where(s > 0, s, torch.ones_like(s))
         spread = (sig_s**2 - (eta_b * sy / s_safe) ** 2).clamp_min(0).sqrt()
         noisier = (1 - eta_b) * xb0 + eta_b * state.ybar + spread * z
