@@ -28,15 +28,14 @@ image is updated exactly as if alone. The prior is accepted and ignored; ``nfe``
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 
-from lightning_redd.operators.base import ForwardOperator, check_finite
+from lightning_redd.operators.base import ForwardOperator
 from lightning_redd.priors.base import DiffusionPrior
-from lightning_redd.solvers.base import Solver, SolverState
+from lightning_redd.solvers.base import Requirements, Solver, SolverState
 
 REGULARISERS = ("tv", "laplace")
 CLASSICAL_INITS = ("pinv", "zeros")
@@ -45,6 +44,8 @@ CLASSICAL_INITS = ("pinv", "zeros")
 @dataclass
 class ClassicalState(SolverState):
     """Adds ``mu`` ``(B, C, H, W)`` float32 (leaf, the estimate) and its Adam optimizer."""
+
+    iterates: ClassVar[tuple[str, ...]] = ("mu",)
 
     mu: torch.Tensor = None  # type: ignore[assignment]
     optimizer: torch.optim.Optimizer = None  # type: ignore[assignment]
@@ -82,7 +83,10 @@ class Classical(Solver):
         adam_betas: Adam's betas.
     """
 
+    name = "classical"
     label = "Classical"
+    state_type = ClassicalState
+    requirements = Requirements(uses_prior=False, stochastic=False, settings={"num_steps": 5}, batch_rtol=0.0)
 
     def __init__(
         self,
@@ -96,6 +100,7 @@ class Classical(Solver):
         init: Literal["pinv", "zeros"] = "pinv",
         adam_betas: tuple[float, float] = (0.9, 0.99),
     ) -> None:
+        super().__init__()  # deterministic: draws no noise
         if num_steps < 1:
             raise ValueError(f"num_steps must be >= 1, got {num_steps}")
         if regulariser not in REGULARISERS:
@@ -114,25 +119,21 @@ class Classical(Solver):
     def num_iterates(self) -> int:
         return self.num_steps
 
-    def init(
-        self, y: torch.Tensor, op: ForwardOperator, prior: DiffusionPrior | None, gens: Sequence[torch.Generator]
-    ) -> ClassicalState:
-        """``mu = pinv(y)`` (or zeros) and a fresh Adam; ``prior`` is ignored."""
-        check_finite(y, "y")
-        if len(gens) != y.shape[0]:
-            raise ValueError(f"need one generator per image: got {len(gens)} for a batch of {y.shape[0]}")
-        with torch.no_grad():
-            x_init = op.pinv(y).float().detach()
-        mu = (x_init.clone() if self.init_mode == "pinv" else torch.zeros_like(x_init)).requires_grad_(True)
-        optimizer = torch.optim.Adam([mu], lr=self.lr, betas=self.adam_betas, weight_decay=0.0)
-        return ClassicalState(x_init=x_init, gens=list(gens), mu=mu, optimizer=optimizer)
+    @property
+    def nfe_per_iterate(self) -> int:
+        """No denoiser: ``nfe`` stays 0."""
+        return 0
 
-    def step(
+    def prepare(self, state: ClassicalState, y: torch.Tensor, op: ForwardOperator, prior: DiffusionPrior | None) -> None:
+        """``mu = pinv(y)`` (or zeros) and a fresh Adam; ``prior`` is ignored."""
+        state.mu = (state.x_init.clone() if self.init_mode == "pinv" else torch.zeros_like(state.x_init)).requires_grad_(True)
+        state.optimizer = torch.optim.Adam([state.mu], lr=self.lr, betas=self.adam_betas, weight_decay=0.0)
+
+    def iterate(
         self, state: ClassicalState, y: torch.Tensor, op: ForwardOperator, prior: DiffusionPrior | None
     ) -> dict[str, torch.Tensor]:
-        """One Adam step; returns per-image ``loss``, ``loss_obs``, ``loss_reg`` (B,)."""
-        if state.k >= self.num_steps:
-            raise RuntimeError(f"this solve already ran its {self.num_steps} iterates; call init() for a new batch")
+        """One Adam step on the regularised least squares; returns per-image ``loss``,
+        ``loss_obs``, ``loss_reg`` (B,)."""
         mu = state.mu
         with torch.enable_grad():
             loss_obs = (y - op(mu)).float().flatten(1).pow(2).mean(dim=1) / 2
@@ -141,9 +142,6 @@ class Classical(Solver):
             state.optimizer.zero_grad(set_to_none=True)
             loss.sum().backward()
         state.optimizer.step()
-        with torch.no_grad():
-            mu.copy_(self.freeze_diverged(state, mu))
-        state.k += 1
         return {"loss": loss.detach(), "loss_obs": loss_obs.detach(), "loss_reg": loss_reg.detach()}
 
     def estimate(self, state: ClassicalState) -> torch.Tensor:

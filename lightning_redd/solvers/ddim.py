@@ -18,20 +18,19 @@ the writer's ``init/`` images mean the same for every solver.
 
 Guided samplers override :meth:`DDIM.guide`, which returns the denoiser's outputs and an
 additive correction of ``x_prev``. All arithmetic is per image, so an image's result does not
-depend on its batch mates; the noise of image ``i`` comes from its own generator.
+depend on its batch mates; the noise of image ``i`` (``x_T`` and every ``z``) comes from its own
+stream of the state's :class:`~lightning_redd.solvers.noise.NoiseSource`.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 
-from lightning_redd import seeding
-from lightning_redd.operators.base import ForwardOperator, check_finite
+from lightning_redd.operators.base import ForwardOperator
 from lightning_redd.priors.base import DiffusionPrior
-from lightning_redd.solvers.base import Solver, SolverState
+from lightning_redd.solvers.base import NoiseMode, Requirements, Solver, SolverState
 from lightning_redd.solvers.grids import reverse_pairs
 
 STARTS = ("noise", "pinv")
@@ -52,15 +51,19 @@ class DDIMState(SolverState):
             are computed on the host from it: no device round trip per iterate).
     """
 
+    iterates: ClassVar[tuple[str, ...]] = ("x", "x0_hat")
+
     x: torch.Tensor = None  # type: ignore[assignment]
     x0_hat: torch.Tensor = None  # type: ignore[assignment]
     t: torch.Tensor = None  # type: ignore[assignment]
     t_prev: torch.Tensor = None  # type: ignore[assignment]
     abar: torch.Tensor = None  # type: ignore[assignment]
 
-    @property
-    def done(self) -> bool:
-        return self.k >= self.t.numel()
+    def times(self) -> tuple[int, int, torch.Tensor]:
+        """``(t, t_prev, tb)`` of iterate ``k``: ``tb`` is ``t`` as a ``(B,)`` long tensor on the
+        data's device."""
+        t, t_prev = int(self.t[self.k]), int(self.t_prev[self.k])
+        return t, t_prev, torch.full((self.x.shape[0],), t, dtype=torch.long, device=self.x.device)
 
     def alpha(self, t: int) -> float:
         """``abar_t`` as a Python float, ``abar_{-1} = 1``."""
@@ -87,11 +90,21 @@ class DDIM(Solver):
             guided baselines; SDEdit-like for plain DDIM).
         clip_x0: clip ``x0_hat`` to ``[-1, 1]`` before the DDIM move, re-deriving ``eps_hat`` from
             it (guided-diffusion's ``clip_denoised``). Off by default, as in the reference.
+        noise: where ``x_T`` and the fresh noise ``z`` are drawn
+            (:class:`~lightning_redd.solvers.noise.NoiseSource`): ``host`` (each image's CPU
+            generator, copied to the device), ``device`` (one generator per image on the data's
+            device), ``auto`` (default: ``host`` on the CPU, ``device`` on accelerators).
     """
 
+    name = "ddim"
     label = "DDIM"
+    state_type = DDIMState
+    requirements = Requirements(settings={"num_steps": 4, "eta": 0.5})
 
-    def __init__(self, *, num_steps: int = 100, eta: float = 0.0, start: Start = "noise", clip_x0: bool = False) -> None:
+    def __init__(
+        self, *, num_steps: int = 100, eta: float = 0.0, start: Start = "noise", clip_x0: bool = False, noise: NoiseMode = "auto"
+    ) -> None:
+        super().__init__(noise=noise)
         if num_steps < 1:
             raise ValueError(f"num_steps must be >= 1, got {num_steps}")
         if not 0.0 <= eta <= 1.0:
@@ -105,36 +118,25 @@ class DDIM(Solver):
         return self.num_steps
 
     # ------------------------------------------------------------------ init
-    def check_inputs(self, y: torch.Tensor, prior: DiffusionPrior, gens: Sequence[torch.Generator]) -> None:
-        check_finite(y, "y")
-        if len(gens) != y.shape[0]:
-            raise ValueError(f"need one generator per image: got {len(gens)} for a batch of {y.shape[0]}")
+    def check(self, op: ForwardOperator, prior: DiffusionPrior) -> None:
+        """The base's checks, and at most one iterate per timestep of the prior."""
+        super().check(op, prior)
         if self.num_steps > prior.num_timesteps:
             raise ValueError(f"num_steps = {self.num_steps} exceeds the prior's {prior.num_timesteps} timesteps; lower num_steps")
 
-    def init(self, y: torch.Tensor, op: ForwardOperator, prior: DiffusionPrior, gens: Sequence[torch.Generator]) -> DDIMState:
-        """Start a solve: the grid, ``x_init = op.pinv(y)`` and ``x_T`` per :attr:`start`.
-
-        Args:
-            y: measurements ``(B, ...)`` as ``op`` produces them.
-            op: the operator bound to this batch.
-            prior: the diffusion prior.
-            gens: one CPU generator per image (stream ``"solver"``).
-        """
-        self.check_inputs(y, prior, gens)
-        t, t_prev = reverse_pairs(self.num_steps, prior.num_timesteps)
-        with torch.no_grad():
-            x_init = op.pinv(y).float().detach()
-        abar = prior.alphas_cumprod.detach().to("cpu", torch.float64)
-        z = seeding.randn(x_init.shape[1:], gens, device=x_init.device)
+    def prepare(self, state: DDIMState, y: torch.Tensor, op: ForwardOperator, prior: DiffusionPrior) -> None:
+        """The descending grid and ``x_T`` per :attr:`start`; ``x0_hat`` starts at ``x_init``."""
+        state.t, state.t_prev = reverse_pairs(self.num_steps, prior.num_timesteps)
+        state.abar = prior.alphas_cumprod.detach().to("cpu", torch.float64)
+        z = state.noise.randn(state.x_init.shape[1:])
         if self.start == "noise":
-            x = z
+            state.x = z
         elif self.start == "pinv":
-            a = float(abar[t[0]])
-            x = a**0.5 * x_init + (1 - a) ** 0.5 * z
+            a = state.alpha(int(state.t[0]))
+            state.x = a**0.5 * state.x_init + (1 - a) ** 0.5 * z
         else:
             raise ValueError(f"unknown start {self.start!r}; allowed: {STARTS}")
-        return DDIMState(x_init=x_init, gens=list(gens), x=x, x0_hat=x_init.clone(), t=t, t_prev=t_prev, abar=abar)
+        state.x0_hat = state.x_init.clone()
 
     # ------------------------------------------------------------------ pieces
     @staticmethod
@@ -166,25 +168,20 @@ class DDIM(Solver):
         c1, c2 = ddim_coefficients(a_t, a_prev, self.eta)
         x_prev = a_prev**0.5 * x0_hat + c2 * eps_hat
         if self.eta > 0:
-            x_prev = x_prev + c1 * seeding.randn(x0_hat.shape[1:], state.gens, device=x0_hat.device)
+            x_prev = x_prev + c1 * state.noise.randn(x0_hat.shape[1:])
         return x_prev
 
     # ------------------------------------------------------------------ iterate
-    def step(self, state: DDIMState, y: torch.Tensor, op: ForwardOperator, prior: DiffusionPrior) -> dict[str, torch.Tensor]:
-        """One iterate ``t -> t_prev``; returns per-image ``t`` (B,) and the guide's statistics."""
-        if state.done:
-            raise RuntimeError(f"this solve already ran its {self.num_steps} iterates; call init() for a new batch")
-        t, t_prev = int(state.t[state.k]), int(state.t_prev[state.k])
-        tb = torch.full((state.x.shape[0],), t, dtype=torch.long, device=state.x.device)
+    def iterate(self, state: DDIMState, y: torch.Tensor, op: ForwardOperator, prior: DiffusionPrior) -> dict[str, torch.Tensor]:
+        """One iterate ``t -> t_prev``: the guide, then the DDIM move plus its correction.
+        Returns per-image ``t`` (B,) and the guide's statistics."""
+        t, t_prev, tb = state.times()
         eps_hat, x0_hat, correction, stats = self.guide(state, y, op, prior, t, tb)
         with torch.no_grad():
             x_prev = self.move(state, x0_hat, eps_hat, t, t_prev)
             if correction is not None:
                 x_prev = x_prev + correction
-            state.x = self.freeze_diverged(state, x_prev.float())
-            state.x0_hat = self.freeze_diverged(state, x0_hat.float())
-        state.k += 1
-        state.nfe += 1
+            state.x, state.x0_hat = x_prev.float(), x0_hat.float()
         return {"t": tb, **stats}
 
     def estimate(self, state: DDIMState) -> torch.Tensor:

@@ -29,6 +29,7 @@ import torch
 
 from lightning_redd.operators.base import ForwardOperator
 from lightning_redd.priors.base import DiffusionPrior
+from lightning_redd.solvers.base import NoiseMode, Requirements
 from lightning_redd.solvers.ddim import DDIM, DDIMState, Start
 
 
@@ -52,14 +53,18 @@ class DPS(DDIM):
         start: ``x_T``: ``noise`` (DPS) or ``pinv`` (the RED-diff reference's start).
         clip_x0: clip ``x0_hat`` to ``[-1, 1]`` for the DDIM move (the guidance always uses the
             unclipped, differentiable ``x0_hat``).
+        noise: where ``x_T`` and the steps' noise are drawn (as :class:`DDIM`'s).
     """
 
+    name = "dps"
     label = "DPS"
+    requirements = Requirements(settings={"num_steps": 4, "zeta": 0.5, "eta": 0.5})
 
     def __init__(
-        self, *, num_steps: int = 1000, zeta: float = 1.0, eta: float = 1.0, start: Start = "noise", clip_x0: bool = False
+        self, *, num_steps: int = 1000, zeta: float = 1.0, eta: float = 1.0, start: Start = "noise", clip_x0: bool = False,
+        noise: NoiseMode = "auto",
     ) -> None:
-        super().__init__(num_steps=num_steps, eta=eta, start=start, clip_x0=clip_x0)
+        super().__init__(num_steps=num_steps, eta=eta, start=start, clip_x0=clip_x0, noise=noise)
         if not zeta >= 0:
             raise ValueError(f"zeta must be >= 0 (the guidance step size), got {zeta}")
         self.zeta = float(zeta)

@@ -34,6 +34,7 @@ import torch
 
 from lightning_redd.operators.base import ForwardOperator
 from lightning_redd.priors.base import DiffusionPrior
+from lightning_redd.solvers.base import NoiseMode, Requirements
 from lightning_redd.solvers.ddim import DDIM, DDIMState, Start
 from lightning_redd.solvers.dps import require_autograd
 
@@ -48,14 +49,18 @@ class PiGDM(DDIM):
         eta: DDIM stochasticity (reference config: 0).
         start: ``x_T``: ``noise`` (the paper) or ``pinv`` (the RED-diff reference's start).
         clip_x0: clip ``x0_hat`` to ``[-1, 1]`` for the DDIM move.
+        noise: where ``x_T`` and the steps' noise are drawn (as :class:`DDIM`'s).
     """
 
+    name = "pigdm"
     label = "PiGDM"
+    requirements = Requirements(settings={"num_steps": 4, "eta": 0.5, "start": "pinv"})
 
     def __init__(
-        self, *, num_steps: int = 100, guidance: float = 1.0, eta: float = 0.0, start: Start = "noise", clip_x0: bool = False
+        self, *, num_steps: int = 100, guidance: float = 1.0, eta: float = 0.0, start: Start = "noise", clip_x0: bool = False,
+        noise: NoiseMode = "auto",
     ) -> None:
-        super().__init__(num_steps=num_steps, eta=eta, start=start, clip_x0=clip_x0)
+        super().__init__(num_steps=num_steps, eta=eta, start=start, clip_x0=clip_x0, noise=noise)
         if not guidance >= 0:
             raise ValueError(f"guidance must be >= 0 (the weight w of the pseudo-inverse guidance), got {guidance}")
         self.guidance = float(guidance)

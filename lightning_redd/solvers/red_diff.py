@@ -19,14 +19,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 
-from lightning_redd import seeding
-from lightning_redd.operators.base import ForwardOperator, check_finite
+from lightning_redd.operators.base import ForwardOperator
 from lightning_redd.priors.base import DiffusionPrior
-from lightning_redd.solvers.base import NOISE_MODES, NoiseMode, NoiseSource, Solver, SolverState
+from lightning_redd.solvers.base import NoiseMode, Requirements, Solver, SolverState
 from lightning_redd.solvers.grids import ORDERS, ordered_grid
 from lightning_redd.solvers.weighting import WEIGHTINGS, Weighting, red_diff_weight
 
@@ -48,8 +47,9 @@ class RedDiffState(SolverState):
         sqrt_abar, sqrt_one_minus_abar, weight: ``(B, S, K)`` float32 on the data's device:
             ``sqrt(abar_t)``, ``sqrt(1 - abar_t)`` and ``w_t`` of every visited time, computed
             once at ``init`` (so an iterate only indexes them: no copy, no host sync).
-        noise: the per-iterate noise draws (:class:`~lightning_redd.solvers.base.NoiseSource`).
     """
+
+    iterates: ClassVar[tuple[str, ...]] = ("mu",)
 
     mu: torch.Tensor = None  # type: ignore[assignment]
     optimizer: torch.optim.Optimizer = None  # type: ignore[assignment]
@@ -57,11 +57,6 @@ class RedDiffState(SolverState):
     sqrt_abar: torch.Tensor = None  # type: ignore[assignment]
     sqrt_one_minus_abar: torch.Tensor = None  # type: ignore[assignment]
     weight: torch.Tensor = None  # type: ignore[assignment]
-    noise: NoiseSource = None  # type: ignore[assignment]
-
-    @property
-    def done(self) -> bool:
-        return self.k >= self.times.shape[1]
 
 
 class RedDiff(Solver):
@@ -85,8 +80,8 @@ class RedDiff(Solver):
         adam_betas: Adam's betas (reference: (0.9, 0.99)); no weight decay.
         parallel: ``K >= 1`` times per iterate evaluated in one batched denoiser call; their
             regulariser gradients are averaged (each with its own weight ``w_t``).
-        noise: where the per-iterate noise (``eps``, and ``n0`` when ``sigma_x0 > 0``) is drawn
-            (:class:`~lightning_redd.solvers.base.NoiseSource`): ``host`` (each image's CPU
+        noise: where the noise (``eps``, ``n0`` when ``sigma_x0 > 0``, the ``random`` init) is drawn
+            (:class:`~lightning_redd.solvers.noise.NoiseSource`): ``host`` (each image's CPU
             generator, copied to the device), ``device`` (one generator per image on the data's
             device), ``auto`` (default: ``host`` on the CPU, ``device`` on accelerators).
         adam: Adam's implementation: ``for-loop``, ``foreach`` or ``fused`` (torch's kernels);
@@ -94,7 +89,10 @@ class RedDiff(Solver):
             ``fused`` on CUDA (one kernel per step; differs from the others by float rounding).
     """
 
+    name = "red_diff"
     label = "RED-diff"
+    state_type = RedDiffState
+    requirements = Requirements(settings={"num_steps": 4, "lr": 0.2}, batch_rtol=1e-5)
 
     def __init__(
         self,
@@ -112,6 +110,7 @@ class RedDiff(Solver):
         noise: NoiseMode = "auto",
         adam: AdamImpl = "auto",
     ) -> None:
+        super().__init__(noise=noise)
         if num_steps < 1 or parallel < 1:
             raise ValueError(f"num_steps and parallel must be >= 1, got {num_steps}, {parallel}")
         if weighting not in WEIGHTINGS:
@@ -122,8 +121,6 @@ class RedDiff(Solver):
             raise ValueError(f"unknown init {init!r}; allowed: {INITS}")
         if lr <= 0 or lam < 0 or obs_weight < 0 or sigma_x0 < 0:
             raise ValueError(f"need lr > 0 and lam, obs_weight, sigma_x0 >= 0; got {lr}, {lam}, {obs_weight}, {sigma_x0}")
-        if noise not in NOISE_MODES:
-            raise ValueError(f"unknown noise {noise!r}; allowed: {NOISE_MODES}")
         if adam not in ADAM_IMPLS:
             raise ValueError(f"unknown adam {adam!r}; allowed: {ADAM_IMPLS}")
         if not all(0 <= b < 1 for b in adam_betas) or len(adam_betas) != 2:
@@ -132,13 +129,18 @@ class RedDiff(Solver):
         self.lr, self.lam, self.obs_weight, self.sigma_x0 = float(lr), float(lam), float(obs_weight), float(sigma_x0)
         self.weighting, self.order, self.init_mode = weighting, order, init
         self.adam_betas = (float(adam_betas[0]), float(adam_betas[1]))
-        self.noise, self.adam = noise, adam
+        self.adam = adam
 
     @property
     def num_iterates(self) -> int:
         return self.num_steps
 
     # ------------------------------------------------------------------ init
+    @property
+    def nfe_per_iterate(self) -> int:
+        """``K``: the iterate's times go through the denoiser in one batched call."""
+        return self.parallel
+
     def schedule(self, prior: DiffusionPrior, gens: Sequence[torch.Generator]) -> torch.Tensor:
         """Per-image times ``(B, S, K)``: iterate ``k`` of image ``i`` visits ``times[i, k]``."""
         n = self.num_steps * self.parallel
@@ -149,43 +151,31 @@ class RedDiff(Solver):
         grids = [ordered_grid(n, prior.num_timesteps, self.order, g) for g in gens]
         return torch.stack(grids).view(len(gens), self.num_steps, self.parallel)
 
-    def initial_estimate(self, y: torch.Tensor, op: ForwardOperator, gens: Sequence[torch.Generator]) -> torch.Tensor:
-        """``mu_0`` per :attr:`init_mode`, float32 ``(B, C, H, W)``."""
-        with torch.no_grad():
-            x = op.pinv(y).float()
+    def initial_estimate(self, state: RedDiffState) -> torch.Tensor:
+        """``mu_0`` per :attr:`init_mode`, float32 ``(B, C, H, W)``, from ``state.x_init = pinv(y)``
+        (``random``: a standard normal draw of the state's noise source)."""
+        x = state.x_init
         if self.init_mode == "pinv":
             return x
         if self.init_mode == "zeros":
             return torch.zeros_like(x)
         if self.init_mode == "random":
-            return seeding.randn(x.shape[1:], gens, device=x.device)
+            return state.noise.randn(x.shape[1:])
         raise ValueError(f"unknown init {self.init_mode!r}; allowed: {INITS}")
 
-    def init(
-        self, y: torch.Tensor, op: ForwardOperator, prior: DiffusionPrior, gens: Sequence[torch.Generator]
-    ) -> RedDiffState:
-        """Start a solve: ``mu = init(y)``, a fresh Adam, and each image's time schedule.
-
-        Args:
-            y: measurements (B, ...) as ``op`` produces them.
-            op: the operator bound to this batch (same one that measured ``y``).
-            prior: the diffusion prior.
-            gens: one CPU generator per image (stream ``"solver"``).
-        """
-        check_finite(y, "y")
-        if len(gens) != y.shape[0]:
-            raise ValueError(f"need one generator per image: got {len(gens)} for a batch of {y.shape[0]}")
-        times = self.schedule(prior, gens)  # before the initial estimate: both may draw from gens
-        x_init = self.initial_estimate(y, op, gens).detach()
-        device = x_init.device
-        times = times.to(device)
-        abar = prior.alphas_cumprod.to(device)[times].float()
-        weight = red_diff_weight(prior.alphas_cumprod.to(device), times, self.lam, self.weighting).float()
-        mu = x_init.clone().requires_grad_(True)
-        optimizer = torch.optim.Adam([mu], lr=self.lr, betas=self.adam_betas, weight_decay=0.0, **self.adam_options(device))
-        return RedDiffState(x_init=x_init, gens=list(gens), mu=mu, optimizer=optimizer, times=times, sqrt_abar=abar.sqrt(),
-                            sqrt_one_minus_abar=(1 - abar).sqrt(), weight=weight,
-                            noise=NoiseSource(gens, device, self.noise))
+    def prepare(self, state: RedDiffState, y: torch.Tensor, op: ForwardOperator, prior: DiffusionPrior) -> None:
+        """``mu = init(y)`` (also ``x_init``), a fresh Adam, and each image's time schedule with
+        ``sqrt(abar_t)``, ``sqrt(1 - abar_t)`` and ``w_t`` of its times."""
+        times = self.schedule(prior, state.gens)  # before the initial estimate: both may draw from gens
+        state.x_init = self.initial_estimate(state).detach()
+        device = state.x_init.device
+        state.times = times.to(device)
+        abar = prior.alphas_cumprod.to(device)[state.times].float()
+        state.sqrt_abar, state.sqrt_one_minus_abar = abar.sqrt(), (1 - abar).sqrt()
+        state.weight = red_diff_weight(prior.alphas_cumprod.to(device), state.times, self.lam, self.weighting).float()
+        state.mu = state.x_init.clone().requires_grad_(True)
+        state.optimizer = torch.optim.Adam([state.mu], lr=self.lr, betas=self.adam_betas, weight_decay=0.0,
+                                           **self.adam_options(device))
 
     def adam_options(self, device: torch.device) -> dict[str, bool]:
         """``torch.optim.Adam`` keyword for :attr:`adam` on ``device`` (``auto`` resolved)."""
@@ -217,14 +207,13 @@ class RedDiff(Solver):
             w = state.weight[:, i].view(b, k, 1, 1, 1)
             return (w * (eps_hat - eps)).mean(dim=1)
 
-    def step(self, state: RedDiffState, y: torch.Tensor, op: ForwardOperator, prior: DiffusionPrior) -> dict[str, torch.Tensor]:
-        """One iterate (spec, "One iterate at time t") and one Adam step on ``mu``.
+    def iterate(self, state: RedDiffState, y: torch.Tensor, op: ForwardOperator, prior: DiffusionPrior) -> dict[str, torch.Tensor]:
+        """One iterate (spec, "One iterate at time t"): ``x0 = mu + sigma_x0 n0``, the
+        regulariser's gradient at the iterate's time(s), the data term, one Adam step on ``mu``.
 
         Returns per-image ``loss_obs`` (B,), ``loss_reg`` (B,), ``loss`` (B,) and ``t`` (B,)
         (the first of the iterate's K times).
         """
-        if state.done:
-            raise RuntimeError(f"this solve already ran its {self.num_steps} iterates; call init() for a new batch")
         mu = state.mu
         x0 = mu
         if self.sigma_x0 > 0:
@@ -238,12 +227,7 @@ class RedDiff(Solver):
             state.optimizer.zero_grad(set_to_none=True)
             loss.sum().backward()
         state.optimizer.step()
-        with torch.no_grad():
-            mu.copy_(self.freeze_diverged(state, mu))
-        t_first = state.times[:, state.k, 0]
-        state.k += 1
-        state.nfe += self.parallel
-        return {"loss": loss.detach(), "loss_obs": loss_obs.detach(), "loss_reg": loss_reg.detach(), "t": t_first}
+        return {"loss": loss.detach(), "loss_obs": loss_obs.detach(), "loss_reg": loss_reg.detach(), "t": state.times[:, state.k, 0]}
 
     def estimate(self, state: RedDiffState) -> torch.Tensor:
         """The variational mean ``mu`` ``(B, C, H, W)`` (unclipped; clip only when saving)."""

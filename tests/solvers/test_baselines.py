@@ -1,124 +1,29 @@
-"""Properties every baseline shares: results do not depend on batch size or batch mates,
-a diverging image is frozen without touching its batch mates, the demo photographs are
-restored better than the start, and every baseline runs on every operator of the registry.
-(test_lightning_paths.py runs each through the Lightning module in fit and predict.)"""
+"""The baselines on real photographs, and every registered solver on every operator of the
+registry. (The properties every solver shares, batch independence, divergence freezing, fit =
+predict, NFE counts and determinism, are in test_solver_properties.py, parametrised over the
+solver registry; test_lightning_paths.py runs each through the Lightning module in fit and
+predict.)"""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import ConvPrior
 
 from lightning_redd import seeding
 from lightning_redd.data.folder import list_images, load_image
 from lightning_redd.metrics import psnr
-from lightning_redd.operators.base import SVDOperator
 from lightning_redd.operators.inpainting import Inpainting
 from lightning_redd.operators.registry import OPERATORS, build_operator
 from lightning_redd.priors.gaussian import GaussianPrior
+from lightning_redd.solvers.all import SOLVERS
 from lightning_redd.solvers.classical import Classical
-from lightning_redd.solvers.ddim import DDIM
 from lightning_redd.solvers.ddrm import DDRM
 from lightning_redd.solvers.dps import DPS
 from lightning_redd.solvers.pigdm import PiGDM
 
 DEMO = Path(__file__).resolve().parents[2] / "data" / "demo"
-SEEDS = [101, 102, 103, 104]
-
-#: name -> (solver, bound on max|batched - alone| relative to max|result|). A batched conv
-#: differs from per-image convs by ~1e-7 relative on CPU, and a sampler carries that along its
-#: trajectory: measured 2.7e-7 (DDIM), 2.9e-7 (DPS), 2.0e-7 (PiGDM), 1.5e-7 (DDRM) of outputs
-#: of size ~350 (the random ConvPrior is no image model: its samples are large), shuffled
-#: batches exactly equal; we allow 2e-6. Classical has no network: exactly equal. A real
-#: dependence on batch mates moves results by > 1e-2 relative.
-BASELINES = {
-    "ddim": (lambda: DDIM(num_steps=12, eta=0.5), 2e-6),
-    "dps": (lambda: DPS(num_steps=12, zeta=0.5), 2e-6),
-    "pigdm": (lambda: PiGDM(num_steps=12, eta=0.5), 2e-6),
-    "ddrm": (lambda: DDRM(num_steps=12), 2e-6),
-    "classical": (lambda: Classical(num_steps=30), 0.0),
-}
-
-
-def batch_problem(indices):
-    torch.manual_seed(0)
-    x = torch.rand(4, 3, 16, 16) * 2 - 1
-    op = Inpainting(mask="random", drop_fraction=0.5, sigma_y=0.02).bind([SEEDS[i] for i in indices], (3, 16, 16))
-    y = op.measure(x[indices], seeding.generators(0, indices, "noise"))
-    return y, op, seeding.generators(0, indices, "solver")
-
-
-def solve(solver, indices, prior):
-    y, op, gens = batch_problem(indices)
-    return solver.run(y, op, prior, gens)
-
-
-@pytest.mark.parametrize("name", sorted(BASELINES))
-def test_result_does_not_depend_on_batch_size_or_mates(name):
-    make, bound = BASELINES[name]
-    prior, solver = ConvPrior(), make()
-    together = solver.estimate(solve(solver, [0, 1, 2, 3], prior))
-    alone = torch.cat([solver.estimate(solve(solver, [i], prior)) for i in range(4)])
-    shuffled = solver.estimate(solve(solver, [2, 0], prior))
-    scale = together.abs().max()
-    assert (together - alone).abs().max() <= bound * scale, ((together - alone).abs().max(), scale)
-    assert (shuffled - together[[2, 0]]).abs().max() <= bound * scale
-    assert (together[0] - together[1]).abs().max() > 1e-2 * scale  # the images differ
-
-
-def poison(t: torch.Tensor) -> torch.Tensor:
-    """``(B, 1, 1, 1)`` factors: 1, and NaN for batch row 1."""
-    w = torch.ones(t.shape[0], 1, 1, 1, dtype=t.dtype, device=t.device)
-    w[1] = float("nan")
-    return w
-
-
-class PoisonedPrior(ConvPrior):
-    """ConvPrior whose noise prediction for batch row 1 turns NaN from the 3rd call on."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls = 0
-
-    def predict_eps(self, x_t, t):
-        out = super().predict_eps(x_t, t)
-        self.calls += 1
-        if self.calls >= 3:
-            out = out * poison(out)
-        return out
-
-
-class PoisonedInpainting(Inpainting):
-    """Inpainting whose forward for batch row 1 turns NaN from the 3rd call on (for Classical,
-    which never calls a prior)."""
-
-    calls = 0
-
-    def forward(self, x):
-        out = super().forward(x)
-        type(self).calls += 1
-        if type(self).calls >= 3:  # multiply (not assign) so that the NaN reaches the gradient
-            out = out * poison(out)
-        return out
-
-
-@pytest.mark.parametrize("name", sorted(BASELINES))
-def test_a_diverging_image_is_frozen_and_its_batch_mate_is_untouched(name):
-    make, bound = BASELINES[name]
-    solver = make()
-    clean = solver.estimate(solve(solver, [0, 1], ConvPrior()))
-    y, op, gens = batch_problem([0, 1])
-    if name == "classical":
-        PoisonedInpainting.calls = 0
-        op.__class__ = PoisonedInpainting
-        state = solver.run(y, op, None, gens)
-    else:
-        state = solver.run(y, op, PoisonedPrior(), gens)
-    out = solver.estimate(state)
-    assert state.diverged.tolist() == [False, True]
-    assert torch.equal(out[1], torch.zeros_like(out[1])) and torch.isfinite(out).all()
-    assert (out[0] - clean[0]).abs().max() <= bound * clean.abs().max()
 
 
 @pytest.fixture(scope="module")
@@ -156,22 +61,20 @@ def test_restores_demo_photographs_better_than_the_start(make, gain, demo):
     assert (value > start + gain).all(), (start, value)
 
 
-
 @pytest.mark.parametrize("name", sorted(OPERATORS))
-def test_every_baseline_runs_on_every_operator(name):
-    """3 iterates on each operator of the registry (analytic prior: a smoke test of the
-    whole path, not of quality). DDRM refuses operators without an SVD, and Poisson noise,
-    with its clear errors; everything else gives finite results."""
+def test_every_solver_runs_on_every_operator(name):
+    """Every registered solver, in its cheap settings, on each operator of the registry (analytic
+    prior: a smoke test of the whole path, not of quality). A solver refuses an operator its
+    requirements exclude (DDRM: no SVD, or Poisson noise) with an error naming itself; on every
+    other operator it gives finite results of the image's shape."""
     x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
     op = build_operator(name).bind([11, 12], (3, 64, 64), names=["a", "b"])
     y = op.measure(x, seeding.generators(0, [0, 1], "noise"))
-    for solver in (DDIM(num_steps=3), DPS(num_steps=3), PiGDM(num_steps=3), DDRM(num_steps=3), Classical(num_steps=3)):
+    for cls in SOLVERS.values():
+        solver = cls(**cls.requirements.settings)
         run = lambda: solver.solve(y, op, GaussianPrior(), seeding.generators(0, [0, 1], "solver"))  # noqa: E731
-        if isinstance(solver, DDRM) and not isinstance(op, SVDOperator):
-            with pytest.raises(TypeError, match="needs an operator with an SVD"):
-                run()
-        elif isinstance(solver, DDRM) and op.noise != "gaussian":
-            with pytest.raises(ValueError, match="Gaussian measurement noise"):
+        if not cls.requirements.fits(op):
+            with pytest.raises((TypeError, ValueError), match=rf"^{re.escape(solver.label)} (needs|models|handles)"):
                 run()
         else:
             out = run()

@@ -29,10 +29,13 @@ def problem(batch=3, size=12, seed=0):
 
 def reference_solve(solver: RedDiff, y, op, prior, generators) -> torch.Tensor:
     """The RED-diff loop as it was written before the speed switches: times indexed on the host
-    and copied each step, schedule values and weights recomputed each step, noise from
-    ``seeding.randn`` image by image, torch's default Adam (the for-loop on the CPU)."""
+    and copied each step, schedule values and weights recomputed each step, noise (and the
+    ``random`` start) from ``seeding.randn`` image by image, torch's default Adam (the for-loop
+    on the CPU)."""
     times = solver.schedule(prior, generators)
-    mu = solver.initial_estimate(y, op, generators).detach().clone().requires_grad_(True)
+    start = {"pinv": lambda: op.pinv(y).float(), "zeros": lambda: torch.zeros_like(op.pinv(y)),
+             "random": lambda: seeding.randn(y.shape[1:], generators, device=y.device)}[solver.init_mode]
+    mu = start().detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([mu], lr=solver.lr, betas=solver.adam_betas, weight_decay=0.0)
     b, k = y.shape[0], solver.parallel
     for i in range(solver.num_steps):
