@@ -4,7 +4,7 @@
 images with the embedded 64 px prior, ``tile_batch`` tiles per network call, each size in a
 fresh process (the parent re-runs this script with ``--child``): the RSS high-water mark is
 reset after the prior, image and operator are built and one warm-up iterate on a single tile
-has run (``lightning_redd.rss``), so a figure is what the restoration itself adds on top,
+has run (``lightning_redd.runs.memory``), so a figure is what the restoration itself adds on top,
 network working memory included.
 
 ``quality``: for the choice of ``mode``/``overlap``/``shift``: on a smooth synthetic image and
@@ -79,7 +79,7 @@ def child(args: argparse.Namespace) -> None:
     from lightning_redd import seeding
     from lightning_redd.operators.inpainting import Inpainting
     from lightning_redd.priors.tiled import TiledPrior
-    from lightning_redd.rss import reset_peak_rss
+    from lightning_redd.runs.memory import reset_peak_rss
     from lightning_redd.solvers.red_diff import RedDiff
 
     from bench_memory import peak_bytes, rss_bytes

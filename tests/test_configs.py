@@ -186,7 +186,7 @@ def test_task_preset_fits_the_64px_prior_and_says_what_was_measured(path):
     assert "64 px embedded prior" in head and "NOT yet tuned" not in head
     m = re.search(r"measured (\d+\.\d\d) dB mean PSNR vs (\d+\.\d\d) dB of the starting estimate", head)
     assert m, head
-    assert "tuning split" in head and ("lightning_redd.lit.compare table" in head or "docs/results/reproduce.sh" in head)
+    assert "tuning split" in head and ("lightning_redd.lit.compare table" in head or "lightning_redd.experiments table" in head or "docs/results/reproduce.sh" in head)
     # a baseline on the same task: the solver fragment after the preset replaces its RED-diff knobs
     dps = parse(CONFIGS / "demo.yaml", path, CONFIGS / "solver" / "dps.yaml").parsed.predict.model.solver
     assert dps.class_path == "lightning_redd.solvers.dps.DPS" and "lr" not in dps.init_args

@@ -74,7 +74,7 @@ def test_given_kernels_blur_as_the_operator_that_drew_them_and_have_an_svd():
     x = _rand(2, 3, 32, 32)
     _close(given(x), drawn(x))
     _check_svd(given, (3, 32, 32))
-    with pytest.raises(ValueError, match="needs each image's kernel: set data.kernels"):
+    with pytest.raises(ValueError, match="needs each image.s kernel: set data.param_folders.kernel"):
         KernelBlur().bind(SEEDS, (3, 32, 32))
     with pytest.raises(ValueError, match="do not fit 8x8 images"):
         KernelBlur().bind([0], (3, 8, 8), params={"kernel": torch.ones(1, 9, 9) / 81})
