@@ -79,10 +79,8 @@ def child(args: argparse.Namespace) -> None:
     from lightning_redd import seeding
     from lightning_redd.operators.inpainting import Inpainting
     from lightning_redd.priors.tiled import TiledPrior
-    from lightning_redd.runs.memory import reset_peak_rss
+    from lightning_redd.runs.memory import peak_resident_bytes, reset_peak_rss, resident_bytes
     from lightning_redd.solvers.red_diff import RedDiff
-
-    from bench_memory import peak_bytes, rss_bytes
 
     torch.set_num_threads(args.threads)
     size = args.child
@@ -94,14 +92,14 @@ def child(args: argparse.Namespace) -> None:
     warm = photo(prior.tile, prior.tile)  # one-time costs (lazy imports, first-call kernels) out of the figure
     warm_op = Inpainting(mask="random", drop_fraction=0.7).bind([0], warm.shape[1:])
     RedDiff(num_steps=1).solve(warm_op(warm), warm_op, prior, seeding.generators(0, [0], "solver"))
-    base = rss_bytes()
+    base = resident_bytes()
     resettable = reset_peak_rss()
     start = time.perf_counter()
     RedDiff(num_steps=args.iterates, lr=0.25).solve(y, op, prior, seeding.generators(0, [0], "solver"))
     seconds = time.perf_counter() - start
     mib = 2.0**20
     print(json.dumps({"size": size, "tiles_per_iterate": rows.count * cols.count, "rss_before_mib": base / mib,
-                      "peak_mib": peak_bytes() / mib, "peak_above_start_mib": (peak_bytes() - base) / mib,
+                      "peak_mib": peak_resident_bytes() / mib, "peak_above_start_mib": (peak_resident_bytes() - base) / mib,
                       "image_mib": x.numel() * 4 / mib, "resettable": resettable, "seconds": seconds}))
 
 
