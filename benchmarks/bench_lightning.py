@@ -45,12 +45,13 @@ def _trainer(device: torch.device, precision: str, root: Path):
     from lightning.pytorch.loggers import CSVLogger
 
     from lightning_redd.lit.cli import TRAINER_DEFAULTS
+    from lightning_redd.lit.writer import RestorationWriter
 
     accel = "cuda" if device.type == "cuda" else "cpu"
     devices = [device.index or 0] if device.type == "cuda" else 1
     return L.Trainer(**TRAINER_DEFAULTS, accelerator=accel, devices=devices, precision=TRAINER_PRECISIONS[precision],
                      logger=CSVLogger(save_dir=str(root), name="logs"), enable_progress_bar=False,
-                     enable_model_summary=False, default_root_dir=str(root))
+                     enable_model_summary=False, default_root_dir=str(root), callbacks=[RestorationWriter()])
 
 
 def lightning_run(mode: str, prior, batch: int, precision: str, device: torch.device, clock: Clock,

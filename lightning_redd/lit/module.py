@@ -121,15 +121,6 @@ class RestorationModule(L.LightningModule):
         """No Lightning optimizer: the solver owns an Adam over each batch's ``mu``."""
         return None
 
-    def configure_callbacks(self):
-        """Defaults for a Trainer given none of them: the image writer (PSNR and SSIM) and the
-        SIGUSR1 handler (the CLI passes its own, configured ones)."""
-        from lightning_redd.lit.requeue import RequeueOnSignal
-        from lightning_redd.lit.writer import RestorationWriter
-
-        have = self.trainer.callbacks
-        return [cls() for cls in (RestorationWriter, RequeueOnSignal) if not any(isinstance(c, cls) for c in have)]
-
     def train(self, mode: bool = True):
         super().train(mode)
         self.prior.eval()  # the prior is frozen: no dropout, ever
@@ -207,6 +198,7 @@ class RestorationModule(L.LightningModule):
             x=batch["x"].detach().float() if "x" in batch else None,
             consistency=self.consistency(solve.op, x_hat, solve.y) if "y" in batch else None,
             frames=tuple(solve.frames), psnr_curve=torch.stack(solve.psnr, dim=1).cpu() if solve.psnr else None,
+            solver=self.solver.label,
         )
 
     def observe(self, solve: _Solve, k: int, state: SolverState, batch: dict) -> torch.Tensor:

@@ -50,7 +50,7 @@ class RestorationProgressBar(ProgressBar):
             return
         total = self._share(trainer, loader)
         rank = f" (rank 0 of {trainer.world_size})" if trainer.world_size > 1 else ""
-        label = getattr(getattr(pl_module, "solver", None), "label", "solver")
+        label = pl_module.solver.label
         self.images = _tqdm()(total=total, desc=f"Restoring{rank}", unit="img", dynamic_ncols=True, file=sys.stderr)
         self._label = label
 
@@ -96,7 +96,7 @@ class RestorationProgressBar(ProgressBar):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.iterates is not None:
             self.iterates.update(1)
-        if getattr(pl_module, "emitted", None) is not None:
+        if isinstance(outputs, dict) and outputs.get("restored") is not None:  # the batch's last iterate
             self._batch_done(len(batch["name"]))
 
     def on_train_end(self, trainer, pl_module) -> None:

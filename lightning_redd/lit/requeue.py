@@ -79,7 +79,7 @@ class RequeueOnSignal(L.Callback):
                            "Re-run the same command to restore the rest.")
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        repeats = max(1, int(getattr(pl_module, "num_iterates", 1)))
+        repeats = max(1, int(pl_module.num_iterates))
         if batch_idx % repeats:
             return
         # every rank is at the first step of a batch here (equal step counts): agree on stopping

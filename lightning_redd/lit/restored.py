@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 
-@dataclass(frozen=True)
+@dataclass
 class Restored:
     """One restored batch of ``B`` images (tensors detached).
 
@@ -32,6 +32,7 @@ class Restored:
             ``(B, C, H, W)`` on the CPU; empty when not asked for.
         psnr_curve: ``(B, S)`` float64 on the CPU, each image's PSNR after each of the ``S``
             iterates (None without ground truth).
+        solver: the solver's label (for plots and logs).
     """
 
     names: tuple[str, ...]
@@ -46,6 +47,7 @@ class Restored:
     consistency: dict[str, torch.Tensor] | None = None
     frames: tuple[torch.Tensor, ...] = ()
     psnr_curve: torch.Tensor | None = None
+    solver: str = "solver"
 
     def __len__(self) -> int:
         return len(self.names)
@@ -60,5 +62,5 @@ class Restored:
             y=cpu(self.y).float(), diverged=cpu(self.diverged).bool(), nfe=self.nfe, seconds=self.seconds,
             x=None if self.x is None else cpu(self.x).float(),
             consistency=None if self.consistency is None else {k: cpu(v).double() for k, v in self.consistency.items()},
-            frames=self.frames, psnr_curve=cpu(self.psnr_curve),
+            frames=self.frames, psnr_curve=cpu(self.psnr_curve), solver=self.solver,
         )

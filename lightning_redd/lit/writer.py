@@ -58,6 +58,7 @@ class RestorationWriter(L.Callback):
         self.save_measured, self.save_grids, self.plot = save_measured, save_grids, plot
         self.run: RunFolder | None = None
         self.written = 0
+        self.label = "solver"  # the solver's, from the batches (plot title)
         #: set at the end of a run (on every rank): counts, diverged names, mean scores, dataset metrics, the folder
         self.summary: dict | None = None
 
@@ -80,6 +81,7 @@ class RestorationWriter(L.Callback):
         (last: an image is finished only once everything else of its batch is on disk)."""
         assert self.run is not None
         r = restored.to_cpu()
+        self.label = r.solver
         scores = self.scorer.score(r.x_hat, r.x, r.names, r.x_init) if r.x is not None else None
         columns = {**(r.consistency or {}), **(scores.per_image if scores is not None else {})}
         arrays = scores.arrays if scores is not None else {}
@@ -139,10 +141,10 @@ class RestorationWriter(L.Callback):
         trainer.strategy.barrier("lightning_redd.writer.finish")
         summary = None
         if trainer.is_global_zero:
-            summary = self._summarise(trainer, pl_module, written)
+            summary = self._summarise(trainer, written)
         self.summary = trainer.strategy.broadcast(summary, src=0) if trainer.world_size > 1 else summary
 
-    def _summarise(self, trainer: L.Trainer, pl_module: L.LightningModule, written: int) -> dict:
+    def _summarise(self, trainer: L.Trainer, written: int) -> dict:
         """Rank 0: ``metrics.csv``, ``summary.json`` and ``plots/psnr.png`` from every record."""
         self.run.write_metrics()
         records = self.run.records()
@@ -159,15 +161,15 @@ class RestorationWriter(L.Callback):
         if trainer.logger is not None and dataset:
             trainer.logger.log_metrics({f"dataset/{k}": v for k, v in dataset.items()}, step=trainer.global_step)
         if self.plot:
-            self._write_plot(pl_module, ok)
+            self._write_plot(ok)
         return summary
 
-    def _write_plot(self, pl_module: L.LightningModule, ok: dict[str, dict]) -> None:
+    def _write_plot(self, ok: dict[str, dict]) -> None:
         curves = {n: list(enumerate(r["psnr_per_iterate"], start=1)) for n, r in sorted(ok.items()) if r.get("psnr_per_iterate")}
         if not curves:
             return
         try:
-            png = pictures.psnr_plot(curves, title=f"{getattr(pl_module.solver, 'label', 'solver')}: PSNR per iterate")
+            png = pictures.psnr_plot(curves, title=f"{self.label}: PSNR per iterate")
         except ImportError as err:
             rank_zero_warn(f"lightning-redd: no plots/psnr.png: {err}")
             return
