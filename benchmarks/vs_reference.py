@@ -1,9 +1,9 @@
 """Our RED-diff against the paper's reference code (NVlabs/RED-diff) on the same problem, in one
-process: iterates per second, images per second, their ratio, and PSNR at equal iterates.
+process: seconds per iterate, images per second, their ratio, and PSNR at equal iterates.
 
     python benchmarks/vs_reference.py --reference /tmp/RED-diff --json vs_ref.json --markdown vs_ref.md
     python benchmarks/vs_reference.py --reference /tmp/RED-diff --contestants ref ours ours-fewer predict \\
-        --steps 100 --fewer 50 --rounds 2 --threads 1 0
+        --steps 100 --fewer 50 --threads 1 0 --timing-rounds 5 --timing-steps 10
 
 The reference is a local checkout (``git clone https://github.com/NVlabs/RED-diff``), never a
 dependency: its RED-diff loop (``REDDIFF.sample``) is imported from ``--reference`` at run time
@@ -15,8 +15,7 @@ demo images and two held-out test crops) with the shipped embedded prior, RED-di
 ``configs/task/inpainting_box.yaml``'s lr 0.25 and lambda 0.01, the reference's defaults
 otherwise (linear weighting, sigma_x0 0, Adam betas (0.9, 0.99)).
 
-Contestants (``--contestants``, run in this order every round, so that they interleave:
-ref, ours, ref, ours, ...):
+Contestants (``--contestants``):
 
 * ``ref``: the reference loop on the six images as one batch (its ``main.py`` batches images;
   its loss means run over the whole batch);
@@ -27,12 +26,15 @@ ref, ours, ref, ours, ...):
   start-up, data checks, metrics and PNG writing included, in a child process (its thread count
   through ``OMP_NUM_THREADS``).
 
-``--threads 1 0`` repeats everything with one torch thread and with torch's default (``0``).
-Times: wall clock of a whole solve (init + iterates) and the process's CPU time (the child's
-for ``predict``); it/s = iterates / wall s of the batch, img/s = images / wall s; the medians
-over rounds. PSNR (dB, in [-1, 1], clipped) of each estimate against the ground truth: for the
-reference, both what its ``main.py`` scores (``x0_pred``, taken before the last Adam step) and
-its ``mu`` (after it, which is what our estimate is).
+For each ``--threads`` value (``0``: torch's default): (1) speed: ``--timing-rounds`` rounds of
+``--timing-steps``-iterate solves, the contestants in turn within a round (ref, ours, ref, ours,
+...), seconds per iterate (wall and CPU) and the ratio to ``ref`` per round, then the median: on
+a shared machine the load drifts over minutes, so short interleaved units are what makes the
+ratio mean something; (2) one whole ``--steps``-iterate solve of each contestant for the PSNR
+(at the first ``--threads`` value only, unless ``--psnr-every-thread-count``; ``predict`` at
+each). PSNR (dB, in [-1, 1], clipped) against the ground truth; for the reference both its
+``mu`` after the last Adam step (what our estimate is) and the ``x0_pred`` it returns (taken
+before that step; what its ``main.py`` scores).
 
 ``--noise shared`` (default): the reference's ``torch.randn_like`` draws from our per-image
 solver generators, so that any difference of the results is the loops' arithmetic, not the
@@ -68,7 +70,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--contestants", nargs="+", choices=CONTESTANTS, default=["ref", "ours"])
     p.add_argument("--steps", type=int, default=100, help="iterates of every contestant but ours-fewer (a divisor of 1000)")
     p.add_argument("--fewer", type=int, default=50, help="iterates of ours-fewer")
-    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--timing-rounds", type=int, default=5, help="rounds of short interleaved solves for the speed")
+    p.add_argument("--timing-steps", type=int, default=10, help="iterates of each timed solve (a divisor of 1000)")
+    p.add_argument("--psnr-every-thread-count", action="store_true",
+                   help="whole solves (PSNR) at every --threads value, not only the first (predict runs at each anyway)")
     p.add_argument("--threads", type=int, nargs="+", default=[1, 0], help="torch threads; 0: torch's default")
     p.add_argument("--warmup-steps", type=int, default=2, help="an untimed solve of this many iterates per contestant first")
     p.add_argument("--noise", choices=("shared", "independent"), default="shared")
@@ -78,11 +83,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--json", help="write every figure to this file")
     p.add_argument("--markdown", help="write the summary table to this file")
     args = p.parse_args(argv)
-    for n in (args.steps, args.warmup_steps) + ((args.fewer,) if "ours-fewer" in args.contestants else ()):
+    for n in (args.steps, args.warmup_steps, args.timing_steps) + ((args.fewer,) if "ours-fewer" in args.contestants else ()):
         if n < 1 or 1000 % n:
             p.error(f"iterate counts must divide 1000 (the reference's grid range(0, 1000, 1000 // S)), got {n}")
-    if args.rounds < 1 or any(t < 0 for t in args.threads):
-        p.error("need --rounds >= 1 and --threads >= 0")
+    if args.timing_rounds < 0 or any(t < 0 for t in args.threads):
+        p.error("need --timing-rounds >= 0 and --threads >= 0")
     return args
 
 
@@ -166,6 +171,54 @@ def steps_of(name: str, args) -> int:
     return args.fewer if name == "ours-fewer" else args.steps
 
 
+#: contestants timed by short interleaved solves (ours-fewer costs what ours costs per iterate;
+#: predict is a whole command, timed by its full run only).
+TIMED = ("ref", "ref-per-image", "ours")
+
+
+def timing(ctx: dict, args) -> dict:
+    """``--timing-rounds`` rounds of ``--timing-steps``-iterate solves, the contestants in turn
+    (ref, ours, ref, ours, ...): seconds per iterate (wall, CPU), and each contestant's ratio to
+    ``ref`` taken within each round, then the median (so that the machine's load, which drifts
+    over minutes, cancels)."""
+    names = [n for n in args.contestants if n in TIMED]
+    per: dict[str, dict[str, list[float]]] = {n: {"wall": [], "cpu": []} for n in names}
+    for r in range(args.timing_rounds):
+        for name in names:
+            res = run_one(name, ctx, args.timing_steps, args)
+            per[name]["wall"].append(res["wall_s"] / args.timing_steps)
+            per[name]["cpu"].append(res["cpu_s"] / args.timing_steps)
+        print(f"threads {torch.get_num_threads()} timing round {r + 1}/{args.timing_rounds}: "
+              + ", ".join(f"{n} {per[n]['wall'][-1]:.3f} s/it" for n in names), file=sys.stderr, flush=True)
+    out = {}
+    base = "ref" if "ref" in names else ("ref-per-image" if "ref-per-image" in names else None)
+    for name, d in per.items():
+        row = {"wall_s_per_iterate": statistics.median(d["wall"]), "cpu_s_per_iterate": statistics.median(d["cpu"]),
+               "wall_s_per_iterate_rounds": d["wall"]}
+        if base:
+            row["speed vs ref (wall)"] = statistics.median(b / a for a, b in zip(d["wall"], per[base]["wall"]))
+            row["speed vs ref (cpu)"] = statistics.median(b / a for a, b in zip(d["cpu"], per[base]["cpu"]))
+        out[name] = row
+    return out
+
+
+def full_runs(ctx: dict, args, threads: int, with_solves: bool) -> dict:
+    """One whole solve of each contestant (PSNR; the whole-solve time as a second figure);
+    ``with_solves`` False: only ``predict`` (its time depends on the threads)."""
+    out = {}
+    for name in args.contestants:
+        if not with_solves and name != "predict":
+            continue
+        res = scores(run_one(name, ctx, steps_of(name, args), args), ctx["problem"])
+        res["psnr_mean"] = statistics.mean(res["psnr"])
+        if "psnr_x0_pred" in res:
+            res["psnr_x0_pred_mean"] = statistics.mean(res["psnr_x0_pred"])
+        out[name] = res
+        print(f"threads {torch.get_num_threads()} full {name}: {res['wall_s']:.1f} s wall, {res['cpu_s']:.1f} s CPU, "
+              f"PSNR {res['psnr_mean']:.3f} dB", file=sys.stderr, flush=True)
+    return out
+
+
 def measure(args) -> dict:
     from lightning_redd.priors.embedded import EmbeddedPrior
     from reference_shim import Reference
@@ -176,72 +229,67 @@ def measure(args) -> dict:
            "folder": folder}
     default_threads = torch.get_num_threads()
     out = {"reference_path": str(ctx["ref"].path), "reference_commit": ctx["ref"].commit, "images": names, "by_threads": {}}
-    for threads in args.threads:
+    for i, threads in enumerate(args.threads):
         torch.set_num_threads(threads or default_threads)
         ctx["threads"] = threads
-        runs: dict[str, list[dict]] = {c: [] for c in args.contestants}
         for name in args.contestants:
-            if name != "predict":  # the child process warms itself up
+            if name in TIMED:  # untimed warm-up: first-call costs
                 run_one(name, ctx, args.warmup_steps, args)
-        for r in range(args.rounds):
-            for name in args.contestants:
-                res = scores(run_one(name, ctx, steps_of(name, args), args), ctx["problem"])
-                runs[name].append(res)
-                print(f"threads {torch.get_num_threads()} round {r + 1}/{args.rounds} {name}: {res['wall_s']:.2f} s wall, "
-                      f"{res['cpu_s']:.2f} s CPU, PSNR {statistics.mean(res['psnr']):.3f} dB", file=sys.stderr, flush=True)
-        out["by_threads"][str(torch.get_num_threads())] = summarise(runs, len(names))
+        row = {"timing": timing(ctx, args) if args.timing_rounds else {},
+               "full": full_runs(ctx, args, threads, with_solves=i == 0 or args.psnr_every_thread_count)}
+        out["by_threads"][str(torch.get_num_threads())] = derive(row, args, len(names))
     torch.set_num_threads(default_threads)
     return out
 
 
-def summarise(runs: dict[str, list[dict]], images: int) -> dict:
-    rows = {}
-    for name, rs in runs.items():
-        wall = statistics.median(r["wall_s"] for r in rs)
-        row = {"iterates": rs[0]["iterates"], "wall_s": wall, "cpu_s": statistics.median(r["cpu_s"] for r in rs),
-               "wall_s_rounds": [r["wall_s"] for r in rs], "iterates_per_s": rs[0]["iterates"] / wall,
-               "images_per_s": images / wall, "psnr": rs[0]["psnr"], "psnr_mean": statistics.mean(rs[0]["psnr"]),
-               "psnr_same_every_round": all(r["psnr"] == rs[0]["psnr"] for r in rs)}
-        if "psnr_x0_pred" in rs[0]:
-            row["psnr_x0_pred"], row["psnr_x0_pred_mean"] = rs[0]["psnr_x0_pred"], statistics.mean(rs[0]["psnr_x0_pred"])
-        rows[name] = row
-    base = rows.get("ref") or rows.get("ref-per-image")
-    for row in rows.values():
-        if base:
-            row["iterates_per_s / ref"] = row["iterates_per_s"] / base["iterates_per_s"]
-            row["images_per_s / ref"] = row["images_per_s"] / base["images_per_s"]
-            row["cpu: images_per_s / ref"] = base["cpu_s"] / row["cpu_s"]
-            row["cpu: iterates_per_s / ref"] = row["iterates"] / row["cpu_s"] / (base["iterates"] / base["cpu_s"])
-            row["psnr_mean - ref"] = row["psnr_mean"] - base["psnr_mean"]
-    return rows
+def derive(row: dict, args, images: int) -> dict:
+    """Images per second at each contestant's own iterate count, from the timed seconds per
+    iterate (ours-fewer: ours's per-iterate time), and their ratio to ref's."""
+    timing, full = row["timing"], row["full"]
+    rates = {}
+    for name in args.contestants:
+        source = "ours" if name == "ours-fewer" else name
+        if source in timing:
+            rates[name] = images / (steps_of(name, args) * timing[source]["wall_s_per_iterate"])
+    base = rates.get("ref") or rates.get("ref-per-image")
+    row["images_per_s"] = rates
+    if base:
+        row["images_per_s vs ref"] = {n: r / base for n, r in rates.items()}
+    ref_psnr = (full.get("ref") or full.get("ref-per-image") or {}).get("psnr_mean")
+    if ref_psnr is not None:
+        row["psnr vs ref"] = {n: f["psnr_mean"] - ref_psnr for n, f in full.items()}
+    return row
 
 
 def markdown(res: dict, args) -> str:
-    lines = [f"RED-diff vs the reference (NVlabs/RED-diff{' ' + res['reference_commit'][:7] if res['reference_commit'] else ''}): "
-             f"box inpainting, 6 held-out 64 px images, embedded prior, lr {args.lr}, lambda {args.lam}, "
-             f"noise {args.noise}; {res['device']}; median of {args.rounds} round(s).", "",
-             "| threads | contestant | iterates | wall s | CPU s | it/s | img/s | it/s vs ref (wall; CPU) | img/s vs ref (wall; CPU) "
-             "| PSNR dB | PSNR - ref |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for threads, rows in res["by_threads"].items():
-        for name, r in rows.items():
-            psnr_txt = f"{r['psnr_mean']:.3f}" + (f" (x0_pred {r['psnr_x0_pred_mean']:.3f})" if "psnr_x0_pred_mean" in r else "")
-            lines.append(f"| {threads} | {name} | {r['iterates']} | {r['wall_s']:.2f} | {r['cpu_s']:.2f} | "
-                         f"{r['iterates_per_s']:.3f} | {r['images_per_s']:.4f} | {_pair(r, 'iterates_per_s / ref')} | "
-                         f"{_pair(r, 'images_per_s / ref')} | {psnr_txt} | {_fmt(r, 'psnr_mean - ref', '+.3f')} |")
-    lines += ["", "it/s: iterates of the whole batch per wall second (a solve's init + iterates); img/s: 6 / wall s of a "
-              "solve (predict: of the whole command, start-up included); vs ref: the ratio to the first reference row "
-              "from the wall time, then from the CPU time (steadier on a shared machine); PSNR: mean over the 6 images of the final "
-              "estimate (the reference: its mu after the last Adam step; in brackets its returned x0_pred)."]
+    commit = f" {res['reference_commit'][:7]}" if res.get("reference_commit") else ""
+    lines = [f"RED-diff vs the reference (NVlabs/RED-diff{commit}): box inpainting, 6 held-out 64 px images (batch 6), "
+             f"embedded prior, lr {args.lr}, lambda {args.lam}, {args.steps} iterates (ours-fewer {args.fewer}), noise "
+             f"{args.noise}; {res['device']}.", "",
+             "| threads | contestant | iterates | s/iterate wall (CPU) | speed vs ref, wall (CPU) | img/s | img/s vs ref "
+             "| PSNR dB | PSNR - ref | whole solve wall s (CPU s) |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for threads, row in res["by_threads"].items():
+        for name in args.contestants:
+            t = row["timing"].get("ours" if name == "ours-fewer" else name, {})
+            f = row["full"].get(name, {})
+            per_it = f"{t['wall_s_per_iterate']:.3f} ({t['cpu_s_per_iterate']:.3f})" if t else ""
+            speed = f"{t['speed vs ref (wall)']:.2f} ({t['speed vs ref (cpu)']:.2f})" if "speed vs ref (wall)" in t else ""
+            psnr_txt = (f"{f['psnr_mean']:.3f}" + (f" (x0_pred {f['psnr_x0_pred_mean']:.3f})" if "psnr_x0_pred_mean" in f
+                                                   else "")) if f else ""
+            dpsnr = row.get("psnr vs ref", {}).get(name)
+            whole = f"{f['wall_s']:.1f} ({f['cpu_s']:.1f})" if f else ""
+            ips, ratio = row["images_per_s"].get(name), row.get("images_per_s vs ref", {}).get(name)
+            lines.append(f"| {threads} | {name} | {steps_of(name, args)} | {per_it} | {speed} | "
+                         f"{'' if ips is None else f'{ips:.4f}'} | {'' if ratio is None else f'{ratio:.2f}'} | {psnr_txt} | "
+                         f"{'' if dpsnr is None else f'{dpsnr:+.3f}'} | {whole} |")
+    lines += ["", f"s/iterate: median over {args.timing_rounds} rounds of {args.timing_steps}-iterate solves of the batch of 6, "
+              "the contestants in turn within each round (init included); speed vs ref: ref's time / this one's, per round, "
+              "then the median; img/s = 6 / (iterates * s/iterate) (ours-fewer: with ours's s/iterate); PSNR: mean over "
+              "the 6 images of one whole solve (the reference: its mu after the last Adam step; in brackets the x0_pred "
+              "it returns); predict: the whole command (start-up, data checks, metrics, PNGs), its own PSNR from "
+              "metrics.csv (of the saved 8-bit PNG)."]
     return "\n".join(lines) + "\n"
-
-
-def _pair(row: dict, key: str) -> str:
-    return f"{row[key]:.2f}; {row['cpu: ' + key]:.2f}" if key in row else ""
-
-
-def _fmt(row: dict, key: str, spec: str = ".2f") -> str:
-    return format(row[key], spec) if key in row else ""
 
 
 def main(argv: list[str] | None = None) -> dict:
