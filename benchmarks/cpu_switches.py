@@ -18,13 +18,16 @@ Variants (``--variants``; every one runs with one torch thread unless it says ot
   reported as ``compile_s`` and added to one solve in ``solve_with_compile_s``;
 * ``bf16``: ``prior.autocast_dtype = torch.bfloat16`` (what ``trainer.precision: bf16-mixed`` sets).
 
-Three measurements, interleaved across the variants (one variant after the other, ``--rounds``
-times): (1) one denoiser forward at batch 6 (``--forward-repeats`` calls, the median), with the
-largest ``|eps|`` difference from ``base``; (2) a whole ``--steps``-iterate solve: wall and CPU
-seconds, mean PSNR, the largest difference of the restored images from ``base``'s and whether they
-are bit-identical; a variant whose forward is more than ``--slow-factor`` times ``base``'s is not
-solved (recorded as skipped; ``--solve-slow`` solves it anyway); (3) ``base`` at each ``--sweep``
-iterate count: PSNR and time, for "fewer iterates at equal PSNR".
+Three measurements: (1) one denoiser forward at batch 6, the variants in turn,
+``--forward-repeats`` times (the median, and the median of the per-repeat ratios to ``base``),
+with the largest ``|eps|`` difference from ``base``; (2) the solve's speed: ``--rounds`` rounds of
+``--timing-steps``-iterate solves, the variants in turn, seconds per iterate (wall, CPU) and the
+ratio to ``base`` per round, then the median (on a shared machine the load drifts over minutes:
+short interleaved units cancel it); and its result: one whole ``--steps``-iterate solve per
+variant, mean PSNR, the largest difference of the restored images from ``base``'s and whether
+they are bit-identical; a variant whose forward is more than ``--slow-factor`` times ``base``'s
+is not solved (recorded as skipped; ``--solve-slow`` solves it anyway); (3) ``base`` at each
+``--sweep`` iterate count: PSNR and time, for "fewer iterates at equal PSNR".
 """
 from __future__ import annotations
 
@@ -59,7 +62,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     p.add_argument("--steps", type=int, default=100, help="iterates of each variant's solve")
-    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=5, help="rounds of short interleaved solves for the speed")
+    p.add_argument("--timing-steps", type=int, default=10, help="iterates of each timed solve")
     p.add_argument("--forward-repeats", type=int, default=5)
     p.add_argument("--sweep", type=int, nargs="*", default=[50, 100, 200], help="iterate counts of base's PSNR sweep")
     p.add_argument("--slow-factor", type=float, default=4.0, help="skip solving variants whose forward is this much slower")
@@ -71,7 +75,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if "base" not in args.variants:
         args.variants.insert(0, "base")  # every comparison is to base
-    if args.steps < 1 or args.rounds < 1 or args.forward_repeats < 1 or any(s < 1 for s in args.sweep):
+    if args.steps < 1 or args.rounds < 1 or args.timing_steps < 1 or args.forward_repeats < 1 or any(s < 1 for s in args.sweep):
         p.error("need --steps, --rounds, --forward-repeats and --sweep counts >= 1")
     return args
 
@@ -120,9 +124,10 @@ def forwards(variants: list[Variant], problem: dict, args) -> dict:
         o = out[v.name]
         o.update(wall_median_s=statistics.median(o["wall_s"]), cpu_median_s=statistics.median(o["cpu_s"]),
                  max_abs_eps_diff=float((eps[v.name] - eps["base"]).abs().max()))
+    base = out["base"]
     for o in out.values():
-        o["wall / base"] = o["wall_median_s"] / out["base"]["wall_median_s"]
-        o["cpu / base"] = o["cpu_median_s"] / out["base"]["cpu_median_s"]
+        o["wall / base"] = statistics.median(a / b for a, b in zip(o["wall_s"], base["wall_s"]))
+        o["cpu / base"] = statistics.median(a / b for a, b in zip(o["cpu_s"], base["cpu_s"]))
     return out
 
 
@@ -137,39 +142,45 @@ def solve(v: Variant, problem: dict, steps: int) -> tuple[dict, torch.Tensor]:
 
 
 def solves(variants: list[Variant], problem: dict, fwd: dict, args) -> dict:
+    """Speed: ``--rounds`` rounds of ``--timing-steps``-iterate solves, the variants in turn, each
+    one's time over base's taken within the round, then the median (the load of a shared machine
+    drifts over minutes; short interleaved units cancel it). Result: one whole ``--steps`` solve
+    per variant (PSNR, difference from base's restored images)."""
     out: dict[str, dict] = {}
     run = []
     for v in variants:
-        slow = fwd[v.name]["cpu / base"] > args.slow_factor
-        if slow and not args.solve_slow:
+        if fwd[v.name]["cpu / base"] > args.slow_factor and not args.solve_slow:
             out[v.name] = {"skipped": f"forward {fwd[v.name]['cpu / base']:.1f}x base's CPU time (> --slow-factor "
                                       f"{args.slow_factor}); --solve-slow solves it"}
         else:
             run.append(v)
-            out[v.name] = {"rounds": []}
+            out[v.name] = {"wall_rounds": [], "cpu_rounds": []}
     for v in run:  # untimed: Adam's and the solver's first-call costs
         solve(v, problem, 1)
-    estimates = {}
-    for _ in range(args.rounds):
+    for r in range(args.rounds):
         for v in run:
-            res, est = solve(v, problem, args.steps)
-            out[v.name]["rounds"].append(res)
-            estimates.setdefault(v.name, est)
-            print(f"solve {v.name}: {res['wall_s']:.2f} s wall, {res['cpu_s']:.2f} s CPU, PSNR {res['psnr_mean']:.4f}",
-                  file=sys.stderr, flush=True)
+            res, _ = solve(v, problem, args.timing_steps)
+            out[v.name]["wall_rounds"].append(res["wall_s"] / args.timing_steps)
+            out[v.name]["cpu_rounds"].append(res["cpu_s"] / args.timing_steps)
+        print(f"timing round {r + 1}/{args.rounds}: " + ", ".join(f"{v.name} {out[v.name]['wall_rounds'][-1]:.3f} s/it"
+                                                                for v in run), file=sys.stderr, flush=True)
+    estimates = {}
     for v in run:
-        o, rs = out[v.name], out[v.name]["rounds"]
-        diff = (estimates[v.name] - estimates["base"]).abs()
-        o.update(wall_s=statistics.median(r["wall_s"] for r in rs), cpu_s=statistics.median(r["cpu_s"] for r in rs),
-                 psnr_mean=rs[0]["psnr_mean"], psnr=rs[0]["psnr"], max_abs_diff_vs_base=float(diff.max()),
+        res, estimates[v.name] = solve(v, problem, args.steps)
+        out[v.name].update(whole_solve=res, psnr_mean=res["psnr_mean"], psnr=res["psnr"])
+        print(f"solve {v.name}: {res['wall_s']:.1f} s wall, PSNR {res['psnr_mean']:.4f}", file=sys.stderr, flush=True)
+    base = out["base"]
+    for v in run:
+        o = out[v.name]
+        o.update(wall_s_per_iterate=statistics.median(o["wall_rounds"]), cpu_s_per_iterate=statistics.median(o["cpu_rounds"]),
+                 **{"wall / base": statistics.median(a / b for a, b in zip(o["wall_rounds"], base["wall_rounds"])),
+                    "cpu / base": statistics.median(a / b for a, b in zip(o["cpu_rounds"], base["cpu_rounds"]))},
+                 max_abs_diff_vs_base=float((estimates[v.name] - estimates["base"]).abs().max()),
                  bit_identical_to_base=bool(torch.equal(estimates[v.name], estimates["base"])),
-                 psnr_mean_minus_base=rs[0]["psnr_mean"] - out["base"]["rounds"][0]["psnr_mean"])
+                 psnr_mean_minus_base=o["psnr_mean"] - base["psnr_mean"])
         if v.name == "compile":
             o["compile_s"] = v.first_call_s
-            o["solve_with_compile_s"] = o["wall_s"] + v.first_call_s
-    for o in out.values():
-        if "wall_s" in o:
-            o["wall / base"], o["cpu / base"] = o["wall_s"] / out["base"]["wall_s"], o["cpu_s"] / out["base"]["cpu_s"]
+            o["solve_with_compile_s"] = v.first_call_s + args.steps * o["wall_s_per_iterate"]
     return out
 
 
@@ -184,22 +195,24 @@ def sweep(base: Variant, problem: dict, counts: list[int]) -> dict:
 
 def markdown(res: dict, args) -> str:
     lines = [f"CPU switches of our RED-diff: box inpainting, 6 held-out 64 px images, embedded prior, batch 6; "
-             f"{res['device']}; {args.steps}-iterate solves, median of {args.rounds} round(s).", "",
-             "| variant | threads | forward CPU s (x base) | max abs eps diff | solve wall s (x base) | solve CPU s (x base) "
+             f"{res['device']}; speed: median of {args.rounds} rounds of {args.timing_steps}-iterate solves, the variants "
+             f"in turn, ratio to base per round; result: one {args.steps}-iterate solve.", "",
+             "| variant | threads | forward CPU s (x base) | max abs eps diff | s/iterate wall (x base) | s/iterate CPU (x base) "
              "| PSNR dB | PSNR - base | max abs diff vs base | bit-identical |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for name, f in res["forward"].items():
         s = res["solve"].get(name, {})
-        solve_txt = (f"{s['wall_s']:.2f} ({s['wall / base']:.2f}) | {s['cpu_s']:.2f} ({s['cpu / base']:.2f}) | "
+        solve_txt = (f"{s['wall_s_per_iterate']:.3f} ({s['wall / base']:.2f}) | {s['cpu_s_per_iterate']:.3f} "
+                     f"({s['cpu / base']:.2f}) | "
                      f"{s['psnr_mean']:.3f} | {s['psnr_mean_minus_base']:+.4f} | {s['max_abs_diff_vs_base']:.2e} | "
-                     f"{'yes' if s['bit_identical_to_base'] else 'no'}") if "wall_s" in s else \
+                     f"{'yes' if s['bit_identical_to_base'] else 'no'}") if "wall_s_per_iterate" in s else \
             f"{s.get('skipped', 'not solved')} | | | | | "
         lines.append(f"| {name} | {res['threads'][name]} | {f['cpu_median_s']:.3f} ({f['cpu / base']:.2f}) | "
                      f"{f['max_abs_eps_diff']:.2e} | {solve_txt} |")
     comp = res["solve"].get("compile", {})
     if "compile_s" in comp:
         lines += ["", f"compile: first call {comp['compile_s']:.1f} s; one solve with it {comp['solve_with_compile_s']:.1f} s "
-                      f"against base's {res['solve']['base']['wall_s']:.1f} s."]
+                      f"against base's {args.steps * res['solve']['base']['wall_s_per_iterate']:.1f} s."]
     if res["sweep"]:
         lines += ["", "| base iterates | wall s | CPU s | PSNR dB |", "|---:|---:|---:|---:|"]
         lines += [f"| {k} | {r['wall_s']:.2f} | {r['cpu_s']:.2f} | {r['psnr_mean']:.3f} |" for k, r in res["sweep"].items()]
