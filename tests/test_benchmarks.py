@@ -50,3 +50,51 @@ def test_cpu_peak_memory_in_a_child_and_ab(bench, tmp_path):
     assert (ab["ref"], ab["cand"]) == ("fp32", "bf16") and 0 < ab["max_abs_diff"] < 0.5
     bench.main(["--arch", "tiny", "--warmup", "0", "--repeats", "1", "--pieces", "--json", str(out)])
     assert all(v > 0 for v in json.loads(out.read_text())["pieces_s"].values())
+
+
+def test_gpu_check_dry_run_writes_json_and_markdown(monkeypatch, tmp_path):
+    """``gpu_check.py --dry-run``: every section on the CPU with the tiny network; the JSON and the
+    Markdown table it writes hold every section and the images/hour formula they state."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import gpu_check
+
+    out = tmp_path / "gc"
+    # generous guards: a loaded CI machine must not turn a slow section into a failure
+    gpu_check.main(["--dry-run", "--out", str(out), "--guard", "tests=600", "bench=600", "dps=300", "predict=600",
+                    "--budget", "2400"])
+    res = json.loads((out / "gpu_check.json").read_text())
+    assert list(res["sections"]) == list(gpu_check.SECTIONS)
+    for name, sec in res["sections"].items():
+        assert sec["status"] == "ok", (name, sec.get("why"))
+        assert sec["seconds"] >= 0
+    assert res["sections"]["env"]["dry_run"] is True
+    counts = res["sections"]["tests"]["counts"]
+    assert counts["tests"] >= 1 and counts["failures"] == counts["errors"] == 0
+    rows = [r for r in res["sections"]["bench"]["rows"] if "img_per_h" in r]
+    assert {(r["arch"], r["compile"]) for r in rows} == {("tiny", False), ("tiny", True)}
+    for r in rows:
+        assert r["img_per_h"] == pytest.approx(r["batch"] * 3600 / (1000 * r["iterate"]["s"]))
+        assert r["forward"]["s"] > 0 and r["iterate/forward"] > 0
+    dps = res["sections"]["dps"]
+    assert dps["dps"]["s"] > 0 and dps["iterate"]["s"] > 0 and dps["dps/iterate time"] > 0
+    predict = res["sections"]["predict"]
+    assert predict["exit_code"] == 0 and predict["restored"] == predict["images"] == 2 and predict["img_per_h"] > 0
+    md = (out / "gpu_check.md").read_text()
+    assert "img/h = batch * 3600 / (1000 * t_iterate)" in md and "DRY RUN" in md
+    assert "| tiny | fp32 | off | 1 |" in md and "| tiny | fp32 | on | 1 |" in md
+    for name in gpu_check.SECTIONS:
+        assert f"| {name} | ok |" in md
+
+
+def test_vs_reference_names_what_a_checkout_lacks(monkeypatch, tmp_path):
+    """The reference is never a dependency: a folder that is no RED-diff checkout is refused,
+    naming the files the comparison imports."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    from reference_shim import NEEDED, Reference
+
+    (tmp_path / "algos").mkdir()
+    (tmp_path / "algos" / "reddiff.py").write_text("")
+    with pytest.raises(SystemExit, match="missing") as err:
+        Reference(tmp_path)
+    assert "algos/ddim.py" in str(err.value) and "algos/reddiff.py" not in str(err.value)
+    assert set(NEEDED) >= {"algos/reddiff.py", "models/diffusion.py"}
