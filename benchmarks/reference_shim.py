@@ -22,10 +22,12 @@ Shims, each the smallest that lets that code run on a CPU with our problem:
   operator (``H.H(x) = op(x)``, full-size ``y`` with zeros at the missing pixels, as our
   operator and the paper's inpainting runs use; ``H.H_pinv(y) = op.pinv(y)``), so both sides
   solve the identical ``y`` with the identical data term;
-* the network the loop calls (``model(xt, t)[:, :3]``) is our ``prior.eps``, called as the
+* the network the loop calls (``model(xt, t)[:, :3]``) is a prior's ``eps``, called as the
   reference calls it: with autograd on (its defect: the graph through the network is kept until
-  ``loss.backward()``; our prior's parameters are frozen, so only the input's graph is kept,
-  which is cheaper than the reference with its own, trainable-parameter network);
+  ``loss.backward()``); ``vs_reference`` gives it the shipped weights as the reference's
+  ``main.py`` holds a network (parameters that require grad, default memory format, math
+  attention), or, with ``--reference-network frozen``, our frozen prior (only the input's graph
+  is kept: cheaper than the reference really is);
 * optionally (``noise="shared"``) the loop's ``torch.randn_like`` draws from our per-image
   solver generators in our order, so that the two loops see the same noise and their results
   can be compared to rounding (``noise="independent"``: its own global-RNG draws).

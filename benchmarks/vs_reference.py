@@ -77,6 +77,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, nargs="+", default=[1, 0], help="torch threads; 0: torch's default")
     p.add_argument("--warmup-steps", type=int, default=2, help="an untimed solve of this many iterates per contestant first")
     p.add_argument("--noise", choices=("shared", "independent"), default="shared")
+    p.add_argument("--reference-network", choices=("trainable", "frozen"), default="trainable",
+                   help="the reference's network parameters require grad (as in its main.py) or are frozen")
     p.add_argument("--lr", type=float, default=bench_problem.SOLVER["lr"])
     p.add_argument("--lam", type=float, default=bench_problem.SOLVER["lam"])
     p.add_argument("--images", default=bench_problem.DEFAULT_IMAGES, help="folder for the six PNGs (written once)")
@@ -145,7 +147,7 @@ def run_predict(folder: Path, steps: int, threads: int, args) -> dict:
 
 def run_one(name: str, ctx: dict, steps: int, args) -> dict:
     if name in ("ref", "ref-per-image"):
-        return run_reference(ctx["ref"], ctx["prior"], ctx["problem"], steps, args, per_image=name == "ref-per-image")
+        return run_reference(ctx["ref"], ctx["ref_prior"], ctx["problem"], steps, args, per_image=name == "ref-per-image")
     if name in ("ours", "ours-fewer"):
         return run_ours(ctx["prior"], ctx["problem"], steps, args)
     if name == "predict":
@@ -219,14 +221,29 @@ def full_runs(ctx: dict, args, threads: int, with_solves: bool) -> dict:
     return out
 
 
+def reference_prior(network: str):
+    """The network as the reference runs it: the same weights in the default memory format with
+    the math attention, and (``trainable``, its ``main.py``: ``build_model`` then ``model.eval()``,
+    nothing frozen) parameters that require grad, so its forward records the network's graph;
+    ``frozen``: our frozen prior, which flatters the reference."""
+    from lightning_redd.priors.embedded import EmbeddedPrior
+
+    prior = EmbeddedPrior(channels_last=False, attention="math").eval()
+    if network == "trainable":
+        prior.network.requires_grad_(True)
+    elif network != "frozen":
+        raise ValueError(f"unknown reference network {network!r}; allowed: trainable, frozen")
+    return prior
+
+
 def measure(args) -> dict:
     from lightning_redd.priors.embedded import EmbeddedPrior
     from reference_shim import Reference
 
     folder = bench_problem.image_folder(args.images)
     x, names = bench_problem.load_images(folder)
-    ctx = {"ref": Reference(args.reference), "prior": EmbeddedPrior(), "problem": bench_problem.box_problem(x, names),
-           "folder": folder}
+    ctx = {"ref": Reference(args.reference), "prior": EmbeddedPrior(), "ref_prior": reference_prior(args.reference_network),
+           "problem": bench_problem.box_problem(x, names), "folder": folder}
     default_threads = torch.get_num_threads()
     out = {"reference_path": str(ctx["ref"].path), "reference_commit": ctx["ref"].commit, "images": names, "by_threads": {}}
     for i, threads in enumerate(args.threads):
