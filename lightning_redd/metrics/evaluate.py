@@ -25,7 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from lightning_redd.data.images import load_image, upright_size
+
+from lightning_redd.data.decoding import upright_size
+from lightning_redd.data.images import load_image
 from lightning_redd.metrics.folder_stats import folder_features, image_files
 from lightning_redd.metrics.inception import InceptionFeatures, InceptionMetrics
 from lightning_redd.metrics.registry import MetricSuite, check_names

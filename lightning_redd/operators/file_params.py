@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from lightning_redd.data.images import ImageFileError, decode_file
+from lightning_redd.data.decoding import ImageFileError, decode_file
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 KERNEL_EXTENSIONS = (".npy",) + IMAGE_EXTENSIONS
