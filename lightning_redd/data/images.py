@@ -37,6 +37,7 @@ from lightning_redd.data.decoding import ImageFileError, decode_file, upright_si
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 RESIZE_MODES = ("center_crop_resize", "resize", "center_crop")
 _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
+SUBFOLDERS = "subfolder(s) skipped (folders are not searched recursively)"
 _CONVERTED = {"RGBA": "alpha channel dropped", "LA": "alpha channel dropped", "PA": "alpha channel dropped",
               "P": "palette image converted to RGB", "CMYK": "CMYK converted to RGB",
               "YCbCr": "YCbCr converted to RGB", "LAB": "LAB converted to RGB", "HSV": "HSV converted to RGB",
@@ -141,7 +142,7 @@ def scan_entries(root: Path, extensions: Sequence[str], skip_non_images: bool) -
             kind = "a folder" if p.is_dir() else "not a regular file"
             problems.append(f"{p.name}: {kind}, named like an image; rename it or move it out of {root}")
         elif p.is_dir():
-            notes.setdefault("subfolder(s) skipped (folders are not searched recursively)", []).append(p.name)
+            notes.setdefault(SUBFOLDERS, []).append(p.name)
         elif named_image:
             images.append(p)
         elif not skip_non_images:
@@ -190,7 +191,9 @@ def check_folder(root: Path, *, image_size: int, skip_non_images: bool = False, 
             notes.setdefault(f"image(s) smaller than {image_size}x{image_size} (upscaled)", []).append(p.name)
         report.files.append(p)
     if not images and not report.problems:
-        report.problems.append(f"no images found in {root}; allowed extensions {', '.join(extensions)}")
+        inside = notes.get(SUBFOLDERS, [])
+        report.problems.append(f"no images found in {root}; allowed extensions {', '.join(extensions)}"
+                               + (f"; it holds folders ({', '.join(inside[:5])}): point the setting at one of them" if inside else ""))
     report.notes = _summarise(notes)
     return report
 

@@ -335,3 +335,10 @@ def test_14_odd_folder_entries_are_reported(tmp_path, case, kind, said):
         assert name in problems_of(image_data(images, tmp_path / "out"))
     else:
         assert not report.problems
+
+
+def test_14_a_folder_holding_only_folders_points_at_them(tmp_path):
+    make_images(tmp_path / "top" / "photos", n=1)
+    problems = check_folder(tmp_path / "top", image_size=16).problems
+    assert len(problems) == 1 and problems[0].startswith(f"no images found in {tmp_path / 'top'}; allowed extensions .png")
+    assert problems[0].endswith("; it holds folders (photos): point the setting at one of them")
