@@ -31,7 +31,6 @@ _PNG_SAMPLES = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
 _ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
 
 
-
 class ImageFileError(ValueError):
     """A file that cannot be used as an image (the message names it and the fix)."""
 
@@ -57,6 +56,16 @@ def truncated_files_refused() -> Iterator[None]:
                 ImageFile.LOAD_TRUNCATED_IMAGES = _decoding[1]
 
 
+def _inflated_size(inflate, compressed: bytes, step: int = 1 << 20) -> int:
+    """Bytes ``compressed`` inflates to, ``step`` at a time (a single IDAT chunk of a large image
+    is never held inflated at once)."""
+    total = 0
+    while compressed and not inflate.eof:
+        total += len(inflate.decompress(compressed, step))
+        compressed = inflate.unconsumed_tail
+    return total
+
+
 def png_shortfall(path: Path) -> str | None:
     """Why the PNG's compressed pixel data holds fewer rows than its header announces, or None
     (Pillow zero-fills such rows without an error when the deflate stream ends cleanly)."""
@@ -67,7 +76,7 @@ def png_shortfall(path: Path) -> str | None:
         if kind == b"IHDR":
             header = struct.unpack(">IIBBBBB", data[pos + 8:pos + 21])
         elif kind == b"IDAT":
-            got += len(inflate.decompress(data[pos + 8:pos + 8 + length]))
+            got += _inflated_size(inflate, data[pos + 8:pos + 8 + length])
         elif kind == b"IEND":
             break
         pos += 12 + length
