@@ -10,7 +10,9 @@ it before any compute):
   operator's ``[-1, 1]``; grayscale files are replicated to 3 channels (and RGB converted to
   gray for ``channels: 1``);
 * ``.npy``: ``(H, W)`` or ``(H, W, C)`` floats in the same ``[0, 1]`` units, not clipped (noisy
-  measurements keep their values outside ``[0, 1]``); float64 round-trips ``y`` exactly;
+  measurements keep their values outside ``[0, 1]``); float64 round-trips ``y`` exactly. Values
+  must lie in ``NPY_RANGE`` = ``[-1, 2]`` (``[0, 1]`` plus a full scale of noise either side): an
+  array beyond it is refused as saved in other units (0-255 or 0-65535), naming the divisor;
 * JPEG files for the JPEG operator are taken as they are: their quantisation tables are read
   from the file and given to the operator (``JPEG(file_tables=True)``), so the quality setting
   need not be known.
@@ -38,27 +40,51 @@ from lightning_redd.data.images import IMAGE_EXTENSIONS, ImageFileError, check_f
 from lightning_redd.data.params import ParamFiles
 
 MEASUREMENT_EXTENSIONS = IMAGE_EXTENSIONS + (".npy",)
+#: the values a ``.npy`` measurement in ``[0, 1]`` units may take: ``[0, 1]`` plus noise of up to a full scale
+NPY_RANGE = (-1.0, 2.0)
 
 
-def read_measurement(path: Path, channels: int = 3) -> torch.Tensor:
-    """``(channels, H, W)`` float32 in the operator's units (``2 v - 1`` of the file's ``v`` in
-    ``[0, 1]``); raises :class:`ImageFileError` naming the file."""
-    path = Path(path)
-    if path.suffix.lower() == ".npy":
-        try:
-            a = np.load(path, allow_pickle=False)
-        except Exception as err:
-            raise ImageFileError(f"{path.name}: not a readable .npy array ({err}); save it with numpy.save") from err
-        if a.ndim == 2:
-            a = a[:, :, None]
-        if a.ndim != 3 or a.shape[2] not in (1, 3) or not np.issubdtype(a.dtype, np.floating):
-            raise ImageFileError(f"{path.name}: array of shape {a.shape} and dtype {a.dtype}; save (H, W) or (H, W, 1 or 3) "
-                                 "floats in [0, 1] units")
-        if not np.isfinite(a).all():
-            raise ImageFileError(f"{path.name}: holds NaN or infinite values")
-        v = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64)).permute(2, 0, 1)
+def npy_units_problem(path: Path, a: np.ndarray) -> str | None:
+    """Why the array's values are not in ``[0, 1]`` units (beyond :data:`NPY_RANGE`), or None."""
+    lo, hi = float(a.min()), float(a.max())
+    if NPY_RANGE[0] <= lo and hi <= NPY_RANGE[1]:
+        return None
+    if hi > 255 * 1.5:
+        units = "0-65535 (16-bit) units: divide it by 65535"
+    elif hi > NPY_RANGE[1]:
+        units = "0-255 (8-bit) units: divide it by 255"
     else:
-        im, _ = open_pixels(path)
+        units = "other units: map it to [0, 1] (black 0, white 1)"
+    return (f"{path.name}: values span [{lo:.4g}, {hi:.4g}], beyond the [{NPY_RANGE[0]:g}, {NPY_RANGE[1]:g}] a measurement "
+            f"in [0, 1] units can take with noise; it looks saved in {units} before numpy.save")
+
+
+def _read_npy(path: Path) -> torch.Tensor:
+    """A ``.npy`` measurement as ``(C, H, W)`` float64 values ``v`` in ``[0, 1]`` units."""
+    try:
+        a = np.load(path, allow_pickle=False)
+    except Exception as err:
+        raise ImageFileError(f"{path.name}: not a readable .npy array ({err}); save it with numpy.save") from err
+    if a.ndim == 2:
+        a = a[:, :, None]
+    if a.ndim != 3 or a.shape[2] not in (1, 3) or not np.issubdtype(a.dtype, np.floating):
+        raise ImageFileError(f"{path.name}: array of shape {a.shape} and dtype {a.dtype}; save (H, W) or (H, W, 1 or 3) "
+                             "floats in [0, 1] units")
+    if not np.isfinite(a).all():
+        raise ImageFileError(f"{path.name}: holds NaN or infinite values; save a finite array")
+    problem = npy_units_problem(path, a)
+    if problem:
+        raise ImageFileError(problem)
+    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64)).permute(2, 0, 1)
+
+
+def read_measurement_notes(path: Path, channels: int = 3) -> tuple[torch.Tensor, list[str]]:
+    """:func:`read_measurement` and the notes of reading the file (e.g. an EXIF rotation)."""
+    path, notes = Path(path), []
+    if path.suffix.lower() == ".npy":
+        v = _read_npy(path)
+    else:
+        im, notes = open_pixels(path)
         if im.mode == "F":  # 16-bit gray
             v = torch.from_numpy(np.asarray(im, dtype=np.float64).copy())[None].clamp(0, 65535) / 65535.0
         else:
@@ -66,7 +92,13 @@ def read_measurement(path: Path, channels: int = 3) -> torch.Tensor:
             v = torch.from_numpy(np.asarray(im, dtype=np.float64).copy()).reshape(im.size[1], im.size[0], -1).permute(2, 0, 1) / 255.0
     if v.shape[0] != channels:
         v = v.expand(channels, -1, -1) if v.shape[0] == 1 else v.mean(0, keepdim=True)
-    return (v * 2 - 1).float().contiguous()
+    return (v * 2 - 1).float().contiguous(), notes
+
+
+def read_measurement(path: Path, channels: int = 3) -> torch.Tensor:
+    """``(channels, H, W)`` float32 in the operator's units (``2 v - 1`` of the file's ``v`` in
+    ``[0, 1]``, upright); raises :class:`ImageFileError` naming the file and the fix."""
+    return read_measurement_notes(path, channels)[0]
 
 
 def write_measurement(path: Path, y: torch.Tensor) -> None:
@@ -90,12 +122,12 @@ def write_measurement(path: Path, y: torch.Tensor) -> None:
     atomic_write(path, lambda fh: im.save(fh, format="PNG"))
 
 
-def _decode(path: Path) -> tuple[tuple[int, int], str | None, str | None]:
+def _decode(path: Path) -> tuple[tuple[int, int], list[str], str | None]:
     try:
-        y = read_measurement(path)
+        y, notes = read_measurement_notes(path)
     except ImageFileError as err:
-        return (0, 0), None, str(err)
-    return (int(y.shape[2]), int(y.shape[1])), None, None
+        return (0, 0), [], str(err)
+    return (int(y.shape[2]), int(y.shape[1])), notes, None
 
 
 class MeasuredFolderDataset(ImageFolderDataset):

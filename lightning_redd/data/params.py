@@ -80,7 +80,7 @@ class ParamFiles:
         return out
 
     def notes(self, stems: Sequence[str], measurements: Mapping[str, Path] | None = None) -> list[str]:
-        """Informative remarks on how files were read (e.g. 0/1 masks), one per kind."""
+        """Informative remarks on how files were read (e.g. 0/1 masks, EXIF rotations), one per kind."""
         found: dict[str, list[str]] = {}
         for stem in stems:
             try:
@@ -88,8 +88,7 @@ class ParamFiles:
             except ParamFileError:
                 continue
             for name, path in sources.items():
-                note = self.declared[name].note(path) if self.declared[name].note else None
-                if note:
+                for note in self.declared[name].note(path) if self.declared[name].note else []:
                     found.setdefault(note, []).append(path.name)
         return [f"{len(v)} file(s): {note}: {', '.join(v[:5])}{' ...' if len(v) > 5 else ''}" for note, v in found.items()]
 

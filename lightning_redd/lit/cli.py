@@ -236,14 +236,16 @@ def cli(args=None, run: bool = True) -> ReddCLI:
 
 def user_error(err: BaseException) -> BaseException | None:
     """The exception in ``err``'s cause chain that reports a problem with the user's inputs
-    (raised by lightning_redd's own checks), or None for anything else (a bug: show it)."""
+    (raised by lightning_redd's own checks), or None for anything else (a bug: show it). The
+    chain is the one a traceback shows: ``raise ... from None`` ends it (a message that
+    re-raises a low-level error with the file named is the one shown)."""
     from lightning_redd.priors.loaders import CheckpointError
 
     chain, seen = [], set()
     while err is not None and id(err) not in seen:
         seen.add(id(err))
         chain.append(err)
-        err = err.__cause__ or err.__context__
+        err = err.__cause__ if err.__cause__ is not None else (None if err.__suppress_context__ else err.__context__)
     for e in reversed(chain):  # the root cause first
         if isinstance(e, CheckpointError | run_config.RunConfigMismatch | LaunchMismatch) or type(e).__name__ in ("InputProblems", "ImageFileError"):
             return e

@@ -27,7 +27,7 @@ def evaluate_main(argv: list[str]) -> int:
     ap.add_argument("--metrics", default="psnr,ssim", help="comma-separated: psnr, ssim, lpips, kid, fid, top1, top5 (default psnr,ssim)")
     ap.add_argument("--image-size", type=int, default=None, help="side both are loaded at (default: the restored images' size)")
     ap.add_argument("--resize", default="center_crop_resize", choices=("center_crop_resize", "resize", "center_crop"),
-                    help="how references are fitted to that size (as data.resize did for the run)")
+                    help="how references (and, with --image-size, restored images) are fitted to that size (as data.resize did for the run)")
     ap.add_argument("--out", type=Path, default=None, help="write the table here as CSV (default: print it)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--lpips-weights", default=None, help="LPIPS backbone file (default: $TORCH_HOME/hub/checkpoints)")
@@ -50,6 +50,8 @@ def evaluate_main(argv: list[str]) -> int:
         fsio.atomic_write_text(args.out, table)
     else:
         sys.stdout.write(table)
+    for note in result.notes:
+        print(f"lightning-redd evaluate: note: {note}", file=sys.stderr)
     for side, names in (("restored", result.unmatched_restored), ("reference", result.unmatched_reference)):
         if names:
             shown = ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")

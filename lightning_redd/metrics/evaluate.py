@@ -2,9 +2,15 @@
 
 Files are matched by name stem (``restored/0001.png`` with ``reference/0001.jpg``); names
 present on one side only are reported, not scored. Images load as the project loads them
-(:func:`lightning_redd.data.images.load_image`, ``(C, S, S)`` in ``[-1, 1]``): restored
-images at their own size ``S`` (they are expected square, as the writer saves them), and
-references with ``resize`` to that size, as the data module prepared them for the run.
+(:func:`lightning_redd.data.images.load_image`, ``(C, S, S)`` in ``[-1, 1]``, upright by their
+EXIF orientation): restored images at their own size ``S``, and references with ``resize`` to
+that size, as the data module prepared them for the run.
+
+Sizes: without ``image_size`` the matched restored images must all be one square size ``S`` (as
+the writer saves them); restored images of several sizes, or not square, are refused, naming
+the files and sizes and the fix (``--image-size S`` and ``--resize``, or one size per folder).
+With ``image_size`` every image is fitted to it by ``resize``. References not ``S x S`` are
+fitted by ``resize`` with a note (:attr:`Evaluation.notes`) naming those upscaled.
 
 Per-image metrics and top-k run on the matched pairs. KID and FID compare the matched
 restored images with the features of the *whole* reference folder, computed once and
@@ -19,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from PIL import Image
 
+from lightning_redd.data.decoding import upright_size
 from lightning_redd.data.images import load_image
 from lightning_redd.metrics.folder_stats import folder_features, image_files
 from lightning_redd.metrics.inception import InceptionFeatures, InceptionMetrics
@@ -36,6 +42,8 @@ class Evaluation:
     dataset: dict[str, float] = field(default_factory=dict)
     unmatched_restored: list[str] = field(default_factory=list)
     unmatched_reference: list[str] = field(default_factory=list)
+    #: informative remarks on how the images were fitted (e.g. references upscaled)
+    notes: list[str] = field(default_factory=list)
 
     def summary(self) -> dict[str, float]:
         """Mean of each per-image metric over the rows (``inf`` PSNRs are left out), the
@@ -57,12 +65,37 @@ def match_by_stem(restored: Path, reference: Path) -> tuple[list[tuple[str, Path
     return pairs, sorted(rest.keys() - refs.keys()), sorted(refs.keys() - rest.keys())
 
 
-def _image_size(path: Path) -> int:
-    with Image.open(path) as im:
-        w, h = im.size
-    if w != h:
-        raise ValueError(f"restored image {path} is {w}x{h}; pass image_size= to center-crop-resize restored images to a square")
-    return w
+def _listed(sizes: dict[tuple[int, int], list[str]]) -> str:
+    """``64x64: 3 file(s) (a.png, ...); 32x32: 1 file(s) (b.png)``, the largest group first."""
+    return "; ".join(f"{w}x{h}: {len(v)} file(s) ({', '.join(v[:4])}{' ...' if len(v) > 4 else ''})"
+                     for (w, h), v in sorted(sizes.items(), key=lambda kv: -len(kv[1])))
+
+
+def _image_size(pairs, restored: Path) -> int:
+    """The one square size ``S`` of the matched restored images; else a ValueError naming the
+    files, their sizes and the fix."""
+    sizes: dict[tuple[int, int], list[str]] = {}
+    for _, r, _ in pairs:
+        sizes.setdefault(upright_size(r), []).append(r.name)
+    (w, h) = next(iter(sizes))
+    if len(sizes) == 1 and w == h:
+        return w
+    what = "of several sizes" if len(sizes) > 1 else "not square"
+    raise ValueError(f"restored images in {restored} are {what} ({_listed(sizes)}); scores compare images of one size: "
+                     "pass --image-size S (image_size=S in Python) and --resize to fit every image to S x S, or score "
+                     "each size in its own folder")
+
+
+def _fit_notes(files: list[Path], side: str, size: int, resize: str) -> list[str]:
+    """Notes naming the ``side`` images that are not ``size x size`` (fitted by ``resize``), the
+    upscaled ones apart."""
+    sizes: dict[tuple[int, int], list[str]] = {}
+    for f in files:
+        sizes.setdefault(upright_size(f), []).append(f.name)
+    other = {k: v for k, v in sizes.items() if k != (size, size)}
+    up = {k: v for k, v in other.items() if min(k) < size}
+    notes = [f"{sum(map(len, other.values()))} {side} image(s) not {size}x{size}, fitted to it by --resize {resize}"] if other else []
+    return notes + ([f"{side} images smaller than {size}x{size} upscaled to it: {_listed(up)}"] if up else [])
 
 
 def _suite_options(options: dict, reference: Path, size: int, names, resize, channels, batch_size, device, cache_dir):
@@ -121,10 +154,12 @@ def evaluate_folders(
             f"no restored image in {restored} has a reference of the same name stem in {reference} "
             f"(restored: {only_restored[:5]}, reference: {only_reference[:5]})"
         )
-    size = image_size or _image_size(pairs[0][1])
+    size = image_size or _image_size(pairs, Path(restored))
     rest_mode = resize if image_size else "center_crop_resize"
+    notes = _fit_notes([g for _, _, g in pairs], "reference", size, resize)
+    notes += _fit_notes([r for _, r, _ in pairs], "restored", size, rest_mode) if image_size else []
     options = _suite_options(options, Path(reference), size, names, resize, channels, batch_size, device, cache_dir)
     suite = MetricSuite(names, **options)
     rows = _score_pairs(suite, pairs, size, channels, (rest_mode, resize), batch_size, device)
     dataset = suite.compute(gather=lambda t: [t])  # one process: no sync
-    return Evaluation(rows, dataset, only_restored, only_reference)
+    return Evaluation(rows, dataset, only_restored, only_reference, notes)

@@ -9,16 +9,20 @@ are described here, next to their readers.
 * ``mask`` (:class:`~lightning_redd.operators.inpainting.Inpainting` with ``mask="file"``):
   any image file; gray -> one mask for every channel, RGB -> one per channel. A file of 8-bit
   values is thresholded at half of full scale; a file whose largest value is 1 (masks saved
-  as 0/1 integers) is read as 0/1 with a note. ``missing`` says which colour marks missing
-  pixels. A mask of the image's size is used as it is; a mask of the source file's size gets
+  as 0/1 integers, ``mask.astype(uint8)``) is read as 0/1 with a note. ``missing`` says which
+  colour marks missing pixels; a mask marking every pixel missing is refused. A mask of the image's size is used as it is; a mask of the source file's size gets
   the image's own crop and resize (nearest neighbour, so it stays 0/1).
 * ``kernel`` (:class:`~lightning_redd.operators.blur.KernelBlur`): ``.npy`` (a ``k x k``
   finite float array summing to 1) or a grayscale image (normalised to sum 1); ``k`` odd and
-  at most the image size.
+  at most the image size. A ``.npy`` holding NaN or infinite values is refused.
 * ``jpeg_tables`` (:class:`~lightning_redd.operators.jpeg.JPEG`): the luma and chroma
-  quantisation tables of the measurement file itself, when it is a baseline JPEG.
+  quantisation tables of the measurement file itself, when it is a baseline JPEG (one with an
+  EXIF rotation is refused: its 8x8 blocks would not be the operator's).
 
-Readers raise :class:`ParamFileError` naming the file and the fix.
+Image files are read as every image of the project is
+(:func:`lightning_redd.data.images.decode_file`: decoded completely, upright by their EXIF
+orientation, one image per file). Readers raise :class:`ParamFileError` naming the file and
+the fix; several files for one image stem are refused by :mod:`lightning_redd.data.params`.
 """
 from __future__ import annotations
 
@@ -30,6 +34,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+
+from lightning_redd.data.decoding import ImageFileError, decode_file
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 KERNEL_EXTENSIONS = (".npy",) + IMAGE_EXTENSIONS
@@ -56,7 +62,7 @@ class FileParam:
         stack: ``{key: [tensor per image]} -> {key: (B, ...)}``, one batch's tensors.
         required: the operator cannot bind without it (a missing folder is an error).
         from_measurement: read from the measurement file itself (no folder of its own).
-        note: ``note(path) -> str | None``, an informative remark on how a file was read.
+        note: ``note(path) -> [str]``, informative remarks on how a file was read.
         keys: the ``params`` keys ``read`` returns (default: ``(name,)``).
     """
 
@@ -67,7 +73,7 @@ class FileParam:
     stack: Callable[[dict[str, list[torch.Tensor]]], dict[str, torch.Tensor]]
     required: bool = True
     from_measurement: bool = False
-    note: Callable[[Path], str | None] | None = None
+    note: Callable[[Path], list[str]] | None = None
     keys: tuple[str, ...] = ()
 
     @property
@@ -85,13 +91,7 @@ def read_mask(path: Path, size: tuple[int, int], fit: Fit | None = None, source:
     """``{"mask": (1 or 3, H, W)}`` float 0/1 (1 = observed) at ``size = (H, W)``."""
     if missing not in MISSING:
         raise ValueError(f"unknown missing colour {missing!r}; allowed: {MISSING}")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            rgb = im.mode in ("RGB", "RGBA", "P", "CMYK", "YCbCr")
-            im = im.convert("RGB" if rgb else "L")
-    except Exception as err:
-        raise ParamFileError(f"mask {path}: cannot be decoded ({err}); replace the file") from err
+    im = _mask_mode(_image(path, "mask")[0])
     w, h = im.size
     if (h, w) != tuple(size):
         if fit is None or source is None or (w, h) != (source[1], source[0]):
@@ -106,15 +106,36 @@ def read_mask(path: Path, size: tuple[int, int], fit: Fit | None = None, source:
     mask = (white if missing == "black" else ~white).float()
     if not bool(mask.any()):
         raise ParamFileError(f"mask {path} marks every pixel missing (nothing observed, with missing colour {missing}); "
-                             "check the file, or set mask_missing on the operator if white marks the missing pixels")
+                             "check the file, or set model.operator.init_args.mask_missing to the other colour if that one marks the missing "
+                             "pixels")
     return {"mask": mask}
 
 
-def mask_note(path: Path) -> str | None:
-    """A note for a mask file of 0/1 values (its largest value is 1): read as 0/1, not as 8-bit."""
-    with Image.open(path) as im:
-        top = im.convert("L").getextrema()[1]
-    return "mask files of values 0/1 (largest value 1) read as 0/1, not as 8-bit levels" if top == 1 else None
+def _image(path: Path, what: str) -> tuple[Image.Image, list[str]]:
+    """The decoded, upright image file of a ``what`` parameter, and the notes of reading it."""
+    try:
+        return decode_file(path)
+    except ImageFileError as err:
+        raise ParamFileError(f"{what} {path}: {err}") from None
+
+
+def _mask_mode(im: Image.Image) -> Image.Image:
+    """A mask image as ``RGB`` (per-channel masks) or ``L``."""
+    return im.convert("RGB" if im.mode in ("RGB", "RGBA", "P", "CMYK", "YCbCr") else "L")
+
+
+def mask_note(path: Path) -> list[str]:
+    """Notes on a mask file: 0/1 values (its largest value is 1) read as 0/1, not as 8-bit; an
+    EXIF rotation."""
+    im, notes = _image(path, "mask")
+    top = max(hi for _, hi in _extrema(_mask_mode(im)))
+    return notes + (["mask files of values 0/1 (largest value 1) read as 0/1, not as 8-bit levels"] if top == 1 else [])
+
+
+def _extrema(im: Image.Image) -> list[tuple[int, int]]:
+    """``(low, high)`` of every channel of ``im``."""
+    found = im.getextrema()
+    return [found] if not isinstance(found[0], tuple) else list(found)
 
 
 def stack_masks(values: dict[str, list[torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -144,11 +165,7 @@ def read_kernel(path: Path, size: tuple[int, int], fit: Fit | None = None, sourc
         if abs(total - 1.0) > KERNEL_SUM_TOLERANCE:
             raise ParamFileError(f"kernel {path} sums to {total:.6g}, not 1; divide it by its sum before saving")
     else:
-        try:
-            with Image.open(path) as im:
-                k = np.asarray(im.convert("F"), dtype=np.float64)
-        except Exception as err:
-            raise ParamFileError(f"kernel {path}: cannot be decoded ({err})") from err
+        k = np.asarray(_image(path, "kernel")[0].convert("F"), dtype=np.float64)
         if k.sum() <= 0:
             raise ParamFileError(f"kernel {path} is all zero; a kernel image needs positive pixels")
         k = k / k.sum()
@@ -166,7 +183,12 @@ def stack_kernels(values: dict[str, list[torch.Tensor]]) -> dict[str, torch.Tens
     return {"kernel": torch.stack([torch.nn.functional.pad(v, [(k - v.shape[0]) // 2] * 4) for v in kernels])}
 
 
-KERNEL = FileParam("kernel", "kernel", KERNEL_EXTENSIONS, read_kernel, stack_kernels)
+def kernel_note(path: Path) -> list[str]:
+    """Notes on reading a kernel image (an EXIF rotation); none for ``.npy`` kernels."""
+    return [] if path.suffix.lower() == ".npy" else _image(path, "kernel")[1]
+
+
+KERNEL = FileParam("kernel", "kernel", KERNEL_EXTENSIONS, read_kernel, stack_kernels, note=kernel_note)
 
 
 # ---------------------------------------------------------------------- JPEG tables
@@ -174,9 +196,14 @@ def read_jpeg_tables(path: Path, size=None, fit=None, source=None) -> dict[str, 
     """The file's ``jpeg_luma`` and ``jpeg_chroma`` tables ``(8, 8)`` float64 (natural order);
     ``{}`` for a file that is not a JPEG."""
     with Image.open(path) as im:
-        if im.format != "JPEG":
+        if im.format not in ("JPEG", "MPO"):
             return {}
         tables = getattr(im, "quantization", None) or {}
+        turned = im.getexif().get(0x0112, 1) in range(2, 9)
+    if turned:
+        raise ParamFileError(f"JPEG file {path} carries an EXIF rotation, so its 8x8 blocks are not those of the upright "
+                             "picture the operator compresses; save it upright without the tag, losslessly (jpegtran -perfect "
+                             "-copy none with the -rotate or -flip its orientation names)")
     if 0 not in tables:
         raise ParamFileError(f"JPEG file {path} has no quantisation table; re-save it as a baseline JPEG")
     luma = torch.tensor(list(tables[0]), dtype=torch.float64).view(8, 8)

@@ -98,25 +98,29 @@ def _is_tensor_dict(obj: object) -> bool:
     )
 
 
+_SAVE_HINT = "save the network's weights with torch.save(model.state_dict(), path)"
+
+
 def unwrap_state_dict(obj: object) -> dict[str, torch.Tensor]:
     """The ``{name: tensor}`` dict inside ``obj``: unwrap wrapper dicts and shared prefixes."""
+    where = []  # the wrapper keys walked, for messages
     for _ in range(4):  # nested wrappers, e.g. {"ema": {"state_dict": ...}}
         if _is_tensor_dict(obj):
             break
         if isinstance(obj, Mapping):
-            inner = next((obj[k] for k in WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
-            if inner is not None:
-                obj = inner
+            key = next((k for k in WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
+            if key is not None:
+                obj, where = obj[key], [*where, key]
                 continue
         break
+    inside = f" under {'/'.join(map(repr, where))}" if where else ""
     if not isinstance(obj, Mapping):
-        raise CheckpointMismatchError(f"expected a state dict (a dict of tensors), found a {type(obj).__name__}")
+        raise CheckpointMismatchError(f"holds a {type(obj).__name__}{inside}, not a state dict (a dict of tensors); {_SAVE_HINT}")
     sd = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     if not sd:
         keys = list(obj)[:10]
         raise CheckpointMismatchError(
-            f"no tensors found in the checkpoint; its top-level keys are {keys}. Expected a state dict, "
-            f"optionally under one of {WRAPPER_KEYS}"
+            f"holds no tensors{inside} (keys there: {keys}); {_SAVE_HINT}, or a dict holding them under one of {WRAPPER_KEYS}"
         )
     for prefix in SHARED_PREFIXES:
         if all(k.startswith(prefix) for k in sd):
@@ -156,7 +160,7 @@ def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
     try:
         return unwrap_state_dict(obj)
     except CheckpointMismatchError as err:
-        raise CheckpointMismatchError(f"checkpoint {str(path)!r}: {err}") from None
+        raise CheckpointMismatchError(f"checkpoint {str(path)!r} {err}") from None
 
 
 def mismatch_report(module: nn.Module, sd: Mapping[str, torch.Tensor], max_items: int = 8) -> str:
