@@ -83,8 +83,10 @@ class RestorationWriter(L.Callback):
         if not trainer.is_global_zero or self._holds_lock:
             return
         fresh = not lock.held(self.run.root)
-        lock.acquire(self.run.root)
+        left = lock.acquire(self.run.root)
         self._holds_lock = True
+        if left:
+            rank_zero_info(f"lightning-redd: the previous run in {self.run.root} ({lock.describe(left)}) ended without finishing")
         removed = self.run.start() if fresh else []
         if removed:
             rank_zero_info(f"lightning-redd: removed {len(removed)} temporary file(s) left by an interrupted run")

@@ -61,10 +61,7 @@ def describe(info: dict) -> str:
     """``PID 123 on host h, started 2026-01-02 10:00:00 UTC`` (what is known of it)."""
     if not info.get("pid"):
         return "PID and host unknown: its lock file holds no description"
-    text = f"PID {info['pid']} on host {info.get('host', '?')}"
-    if info.get("host") == socket.gethostname() and not _alive(int(info["pid"])):
-        text += " (no longer running: a child process of it, e.g. a data-loader worker, still holds the lock)"
-    return text + (f", started {info['started']}" if info.get("started") else "")
+    return f"PID {info['pid']} on host {info.get('host', '?')}" + (f", started {info['started']}" if info.get("started") else "")
 
 
 def _alive(pid: int) -> bool:
@@ -78,8 +75,10 @@ def _alive(pid: int) -> bool:
 
 
 def _busy(root: Path, info: dict) -> RunFolderBusy:
+    orphan = info.get("pid") and info.get("host") == socket.gethostname() and not _alive(int(info["pid"]))
+    note = "; it is no longer running, but a child process of it (e.g. a data-loader worker) still holds the lock" if orphan else ""
     return RunFolderBusy(
-        f"output folder {root} is in use by another lightning-redd run ({describe(info)}): two runs in one folder "
+        f"output folder {root} is in use by another lightning-redd run ({describe(info)}{note}): two runs in one folder "
         "would restore the same images twice and delete each other's files in flight. Fix: wait for that run to end "
         "(the same command then resumes what is left), or choose another --trainer.default_root_dir"
     )
