@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 from lightning_redd import resources
 from lightning_redd.data.images import RESIZE_MODES, check_folder, format_problems, list_images, load_image  # noqa: F401 (re-exported)
 from lightning_redd.data.images import crop_resize
+from lightning_redd.runs.errors import FolderProblem
 from lightning_redd.runs.folder import RunFolder
 from lightning_redd.data.params import ParamFiles
 from lightning_redd.data.sampling import Key, ShardedBatches
@@ -176,9 +177,16 @@ class FolderData(L.LightningDataModule):
         raise NotImplementedError
 
     def raise_problems(self, problems: list[str]) -> None:
+        """Raise every problem in one message: the inputs' titled by ``data.root``, the output
+        folder's (:class:`~lightning_redd.runs.errors.FolderProblem`) by the output folder."""
         if problems:
+            inputs = [p for p in problems if not isinstance(p, FolderProblem)]
+            folder = [p for p in problems if isinstance(p, FolderProblem)]
+            blocks = [format_problems(f"data.root {self.root}", inputs)] if inputs else []
+            if folder:
+                blocks.append(format_problems(f"output folder {self.run_folder.root} (trainer.default_root_dir)", folder))
             error = InputProblems if self.root.is_dir() else InputFolderNotFound
-            raise error(format_problems(f"data.root {self.root}", problems))
+            raise error("\n".join(blocks))
 
     @staticmethod
     def log_notes(notes: Sequence[str]) -> None:

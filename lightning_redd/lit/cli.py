@@ -16,9 +16,14 @@ What the CLI adds to Lightning's:
   replaces it);
 * several processes (``--trainer.devices N``, ``--trainer.num_nodes M``, ``srun``) use
   :class:`~lightning_redd.lit.strategy.ImageShardingStrategy` (Lightning's DDP names map to it);
+* the run owns its folder: every check (inputs, output folder, settings) passes before anything
+  is created there; then rank 0 takes the folder's lock for the whole run (a second run in the
+  same folder is refused, naming the first one's PID and host), checks the folder again under it
+  and only then cleans, deletes (``--overwrite``: the files of the manifest only) or writes;
 * errors in the user's inputs print as one message, without a traceback (set
   ``LIGHTNING_REDD_TRACEBACK=1`` to see it); exit status 2 for such errors, 3 when an image
-  diverged, 0 when a SLURM requeue stopped the run.
+  diverged, 4 when writing into the output folder failed during the run (disk full, quota,
+  read-only), 0 when a SLURM requeue stopped the run.
 """
 from __future__ import annotations
 
@@ -38,9 +43,11 @@ import lightning_redd.solvers.all  # noqa: F401  (every solver)
 from lightning_redd import resources
 from lightning_redd.data.folder import FolderData, ImageFolderData
 from lightning_redd.data.measured import MeasuredFolderData  # noqa: F401  (short name for --data)
-from lightning_redd.runs.folder import RunFolder
+from lightning_redd.runs.folder import LOGS, RunFolder
 from lightning_redd.lit import quiet
 from lightning_redd.runs import config as run_config
+from lightning_redd.runs import lock
+from lightning_redd.runs.errors import RunFolderError, StorageError, storage_error
 from lightning_redd.lit.module import RestorationModule
 from lightning_redd.lit.parser import ReddParser
 from lightning_redd.lit.progress import RestorationProgressBar
@@ -58,15 +65,17 @@ LIGHTNING_DDP_CLASS = "lightning.pytorch.strategies.DDPStrategy"
 
 class RunConfigCallback(SaveConfigCallback):
     """Saves Lightning's ``config.yaml`` in the log folder and, on rank 0, the run's record
-    (``run_config.yaml``) in the output folder, after the inputs were checked and before any
-    compute. With ``--overwrite true`` it first deletes the previous run's files there."""
+    (``run_config.yaml``) in the output folder, after every check passed, under the folder's
+    lock and before any compute. With ``--overwrite true`` it first deletes the files the
+    previous run's manifest lists there (and nothing else)."""
 
     def save_config(self, trainer, pl_module, stage: str) -> None:
         root = Path(trainer.default_root_dir)
         if self.config.get("overwrite"):
             removed = RunFolder(root).remove_run()
             if removed:
-                print(f"lightning-redd: --overwrite: removed {removed} file(s) of the previous run in {root}", file=sys.stderr)
+                print(f"lightning-redd: --overwrite: removed {removed} file(s) the previous run wrote in {root} "
+                      "(those its manifest lists)", file=sys.stderr)
         run_config.write(root, run_config.signature(self.config.as_dict()), self.parser.dump(self.config, skip_none=False))
 
 
@@ -164,21 +173,66 @@ class ReddCLI(LightningCLI):
                 trainer.default_root_dir = str(Path("outputs") / run_config.folder_name(sig, configs))
                 # the links ran at parse time: the derived folder reaches the data and the writer here
                 cfg.data.init_args.output_dir = cfg.writer.output_dir = trainer.default_root_dir
+            self._signature, self._overwrite = sig, bool(cfg.get("overwrite"))
             if not cfg.get("overwrite"):
                 run_config.check(Path(trainer.default_root_dir), sig)
 
     def before_fit(self) -> None:
         self.check_inputs("fit")
+        self.claim_folder()
 
     def before_predict(self) -> None:
         self.check_inputs("predict")
+        self.claim_folder()
 
     def check_inputs(self, stage: str) -> None:
-        """Every input check before the run touches its folder (the run record and
-        ``--overwrite`` come with the Trainer's callbacks): the data's files, then the module's
-        operator against the data (both run again, at no cost, in their ``setup``)."""
+        """Every check before the run touches its folder, creating nothing: on rank 0 whether
+        another run holds the folder (the clearest message first), then the data's files and
+        the output folder, then the module's operator against the data (both run again, at no
+        cost, in their ``setup``)."""
+        if self.trainer.is_global_zero:
+            lock.check_free(self.trainer.default_root_dir)
         self.datamodule.setup(stage)
         self.model.check_data(self.datamodule)
+
+    def claim_folder(self) -> None:
+        """Rank 0, after every check passed: take the folder's lock for the whole run, check the
+        folder and the settings again under it (another run may have changed them since), then
+        clean what an interrupted run left. The run record and ``--overwrite`` follow (the
+        Trainer's :class:`RunConfigCallback`)."""
+        if not self.trainer.is_global_zero:
+            return
+        root = Path(self.trainer.default_root_dir)
+        left = lock.acquire(root)
+        self._locked.append(root)
+        if left:
+            print(f"lightning-redd: the previous run in {root} ({lock.describe(left)}) ended without finishing; "
+                  "resuming it", file=sys.stderr)
+        self.datamodule.raise_problems(RunFolder(root).problems(self.datamodule.input_folders()))
+        if not self._overwrite:
+            run_config.check(root, self._signature)
+        removed = RunFolder(root).start()
+        if removed:
+            print(f"lightning-redd: removed {len(removed)} temporary file(s) left by an interrupted run", file=sys.stderr)
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        """The subcommand, then the lock given back whatever happened; a failed write into the
+        output folder becomes a :class:`StorageError` saying what is finished."""
+        self._locked: list[Path] = []
+        try:
+            super()._run_subcommand(subcommand)
+        except Exception as err:
+            storage = self._storage_error(err)
+            if storage is None:
+                raise
+            raise storage from err
+        finally:
+            for root in self._locked:
+                lock.release(root)
+
+    def _storage_error(self, err: BaseException) -> StorageError | None:
+        files = self.datamodule.dataset.files if self.datamodule.dataset is not None else []
+        return storage_error(err, Path(self.trainer.default_root_dir), [f.stem for f in files])
 
     def instantiate_trainer(self, **kwargs):
         """Default logger: a CSV logger under ``<default_root_dir>/logs``."""
@@ -187,7 +241,7 @@ class ReddCLI(LightningCLI):
             from lightning.pytorch.loggers import CSVLogger
 
             root = config.get("default_root_dir") or os.getcwd()
-            kwargs["logger"] = CSVLogger(save_dir=root, name="logs")
+            kwargs["logger"] = CSVLogger(save_dir=root, name=LOGS)  # creates logs/ at its first write, after every check
         return super().instantiate_trainer(**kwargs)
 
     def _instantiate_trainer(self, config: dict, callbacks: list):
@@ -302,6 +356,11 @@ def main(args=None) -> None:
     except Requeued as err:
         print(f"lightning-redd: {err}; the finished images are on disk", file=sys.stderr)
         sys.exit(0)
+    except (RunFolderError, StorageError) as err:
+        if os.environ.get("LIGHTNING_REDD_TRACEBACK"):
+            raise
+        print(f"lightning-redd: error: {err}", file=sys.stderr)
+        sys.exit(4 if isinstance(err, StorageError) else 2)
     except Exception as err:
         cause = user_error(err)
         if cause is None or os.environ.get("LIGHTNING_REDD_TRACEBACK"):

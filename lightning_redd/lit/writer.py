@@ -8,7 +8,12 @@ it was constructed with. The folder's layout and write order are
 its record (the "finished" marker, holding the status, the scores and the PSNR per iterate).
 An image whose estimate diverged (NaN/inf) gets no PNG, only a record with ``status:
 diverged``; resume redoes it. Per batch it also saves a comparison grid (``grids/``) and, when
-the module keeps it, each image's evolution (``evolution/``).
+the module keeps it, each image's evolution (``evolution/``). A batch's files are listed in the
+run's manifest by one durable append before the first of them is written.
+
+On rank 0 the run holds the folder's lock from its start to its end (the CLI takes it before
+its checks end; in plain Lightning code the writer takes it when the loop starts) and, having
+taken it, cleans what an interrupted run left (:meth:`RunFolder.start`).
 
 At the end of the run every rank waits for the others; rank 0 then writes ``metrics.csv``
 from all records (one row per image, whatever the number of processes), the dataset-level
@@ -28,8 +33,10 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning_redd import pictures
 from lightning_redd.lit.restored import Restored
 from lightning_redd.metrics.scorer import Scorer
-from lightning_redd.runs import fsio
-from lightning_redd.runs.folder import SUMMARY, RunFolder
+from lightning_redd.runs import lock
+from lightning_redd.runs.folder import (
+    METRICS, SUMMARY, RunFolder, arrays_bytes, arrays_file, image_file, png_bytes, record_bytes, record_file,
+)
 
 
 def _mean(values: list[float]) -> float:
@@ -57,6 +64,7 @@ class RestorationWriter(L.Callback):
         self.output_dir = output_dir
         self.save_measured, self.save_grids, self.plot = save_measured, save_grids, plot
         self.run: RunFolder | None = None
+        self._holds_lock = False
         self.written = 0
         self.label = "solver"  # the solver's, from the batches (plot title)
         #: set at the end of a run (on every rank): counts, diverged names, mean scores, dataset metrics, the folder
@@ -66,59 +74,84 @@ class RestorationWriter(L.Callback):
         return Path(self.output_dir if self.output_dir is not None else trainer.default_root_dir)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        """Build the scorer's networks (a missing weight file stops the run before any compute)
-        and remove temporary files an interrupted run left."""
+        """Build the scorer's networks (a missing weight file stops the run before any compute)."""
         self.scorer.build()
-        self.run, self.written, self.summary = RunFolder(self.root(trainer)), 0, None
-        if trainer.is_global_zero:
-            removed = self.run.remove_stale_temporaries()
-            if removed:
-                rank_zero_info(f"lightning-redd: removed {len(removed)} temporary file(s) left by an interrupted run")
+        self.run, self.written, self.summary = RunFolder(self.root(trainer), rank=trainer.global_rank), 0, None
+
+    def _start(self, trainer: L.Trainer) -> None:
+        """Rank 0, as the loop starts: hold the folder's lock for the run; a fresh hold (not the
+        CLI's) also cleans what an interrupted run left."""
+        if not trainer.is_global_zero or self._holds_lock:
+            return
+        fresh = not lock.held(self.run.root)
+        left = lock.acquire(self.run.root)
+        self._holds_lock = True
+        if left:
+            rank_zero_info(f"lightning-redd: the previous run in {self.run.root} ({lock.describe(left)}) ended without finishing")
+        removed = self.run.start() if fresh else []
+        if removed:
+            rank_zero_info(f"lightning-redd: removed {len(removed)} temporary file(s) left by an interrupted run")
+
+    def _release(self) -> None:
+        if self._holds_lock:
+            self._holds_lock = False
+            lock.release(self.run.root)
 
     # ------------------------------------------------------------------ per batch
     def write(self, trainer: L.Trainer, restored: Restored) -> None:
         """Write one batch: every image's PNGs and arrays, the batch's grid, then the records
-        (last: an image is finished only once everything else of its batch is on disk)."""
+        (last: an image is finished only once everything else of its batch is on disk); all
+        listed in the manifest first."""
         assert self.run is not None
         r = restored.to_cpu()
         self.label = r.solver
         scores = self.scorer.score(r.x_hat, r.x, r.names, r.x_init) if r.x is not None else None
         columns = {**(r.consistency or {}), **(scores.per_image if scores is not None else {})}
         arrays = scores.arrays if scores is not None else {}
-        diverged, index = r.diverged.tolist(), r.index.tolist()
-        for i, name in enumerate(r.names):
-            if diverged[i]:
-                continue
-            self.run.write_image("restored", name, r.x_hat[i])
-            if self.save_measured:
-                self.run.write_image("init", name, r.x_init[i])
-                if r.y.ndim == 4 and tuple(r.y.shape[1:]) == tuple(r.x_hat.shape[1:]):
-                    self.run.write_image("measured", name, r.y[i])
-            if r.frames:
-                own = [f[i] for f in r.frames]
-                self.run.write_picture(f"evolution/{name}.png", pictures.evolution_strip(own))
-                self.run.write_picture(f"evolution/{name}.gif", pictures.gif_bytes(own))
-            if arrays:
-                self.run.write_arrays(name, {k: v[i] for k, v in arrays.items()})
+        diverged = r.diverged.tolist()
+        files = [f for i, name in enumerate(r.names) if not diverged[i] for f in self._image_files(r, i, name, arrays)]
         if self.save_grids:
-            self._write_grid(trainer, r)
-        for i, name in enumerate(r.names):
-            if diverged[i]:
-                self.run.write_record(name, {"status": "diverged", "index": index[i], "scores": {k: None for k in columns}})
+            files.append(self._grid(trainer, r))
+        records = self._records(r, columns)
+        self.run.write_all(files + [(record_file(name), record_bytes(name, rec)) for name, rec in records])
+        self.written += sum(rec["status"] == "ok" for _, rec in records)
+
+    def _image_files(self, r: Restored, i: int, name: str, arrays: dict) -> list[tuple[str, bytes]]:
+        """Image ``i``'s files but its record, in write order: ``(relative path, bytes)``."""
+        out = [(image_file("restored", name), png_bytes(r.x_hat[i]))]
+        if self.save_measured:
+            out.append((image_file("init", name), png_bytes(r.x_init[i])))
+            if r.y.ndim == 4 and tuple(r.y.shape[1:]) == tuple(r.x_hat.shape[1:]):
+                out.append((image_file("measured", name), png_bytes(r.y[i])))
+        if r.frames:
+            own = [f[i] for f in r.frames]
+            out += [(f"evolution/{name}.png", png_bytes(pictures.evolution_strip(own))),
+                    (f"evolution/{name}.gif", pictures.gif_bytes(own))]
+        if arrays:
+            out.append((arrays_file(name), arrays_bytes({k: v[i] for k, v in arrays.items()})))
+        return out
+
+    @staticmethod
+    def _records(r: Restored, columns: dict) -> list[tuple[str, dict]]:
+        out = []
+        for i, (name, index, diverged) in enumerate(zip(r.names, r.index.tolist(), r.diverged.tolist())):
+            if diverged:
+                out.append((name, {"status": "diverged", "index": index, "scores": {k: None for k in columns}}))
                 continue
-            record = {"status": "ok", "index": index[i], "nfe": r.nfe, "scores": {k: float(v[i]) for k, v in columns.items()}}
+            record = {"status": "ok", "index": index, "nfe": r.nfe, "scores": {k: float(v[i]) for k, v in columns.items()}}
             if r.psnr_curve is not None:
                 record["psnr_per_iterate"] = [round(float(v), 6) for v in r.psnr_curve[i]]
-            self.run.write_record(name, record)
-            self.written += 1
+            out.append((name, record))
+        return out
 
-    def _write_grid(self, trainer: L.Trainer, r: Restored) -> None:
+    def _grid(self, trainer: L.Trainer, r: Restored) -> tuple[str, bytes]:
+        """The batch's comparison grid (also sent to a TensorBoard logger)."""
         grid = pictures.comparison_grid({"y": r.y, "x_init": r.x_init, "x_hat": r.x_hat, "x": r.x})
         first = r.names[0]
-        self.run.write_picture(f"grids/{first}.png", grid)
         experiment = getattr(trainer.logger, "experiment", None) if trainer.logger is not None else None
         if hasattr(experiment, "add_image"):  # TensorBoard
             experiment.add_image(f"restoration/{first}", (grid + 1) / 2, global_step=trainer.global_step)
+        return f"grids/{first}.png", png_bytes(grid)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         restored = outputs.get("restored") if isinstance(outputs, dict) else None
@@ -146,6 +179,7 @@ class RestorationWriter(L.Callback):
 
     def _summarise(self, trainer: L.Trainer, written: int) -> dict:
         """Rank 0: ``metrics.csv``, ``summary.json`` and ``plots/psnr.png`` from every record."""
+        self.run.manifest.claim([METRICS, SUMMARY])
         self.run.write_metrics()
         records = self.run.records()
         ok = {n: r for n, r in records.items() if r["status"] == "ok"}
@@ -157,7 +191,7 @@ class RestorationWriter(L.Callback):
             "diverged": sorted(n for n, r in records.items() if r["status"] == "diverged"),
             "means": {c: _mean([r.get(c) for r in rows]) for c in columns}, "dataset": dataset,
         }
-        fsio.atomic_write_text(self.run.root / SUMMARY, json.dumps(summary, indent=1) + "\n")
+        self.run.write_text(SUMMARY, json.dumps(summary, indent=1) + "\n")
         if trainer.logger is not None and dataset:
             trainer.logger.log_metrics({f"dataset/{k}": v for k, v in dataset.items()}, step=trainer.global_step)
         if self.plot:
@@ -175,14 +209,27 @@ class RestorationWriter(L.Callback):
             return
         self.run.write_picture("plots/psnr.png", png)
 
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self._start(trainer)
+
+    def on_predict_start(self, trainer, pl_module) -> None:
+        self._start(trainer)
+
     def on_train_end(self, trainer, pl_module) -> None:
         self.finish(trainer, pl_module)
 
     def on_predict_end(self, trainer, pl_module) -> None:
         self.finish(trainer, pl_module)
 
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        self._release()
+
     def teardown(self, trainer, pl_module, stage: str) -> None:
         """A run with nothing left to restore skips the loop's end hooks: finish here (not after
-        an error, when another rank may never reach the barrier)."""
-        if self.summary is None and self.run is not None and stage in ("fit", "predict") and not trainer.interrupted:
-            self.finish(trainer, pl_module)
+        an error, when another rank may never reach the barrier). Then give the lock back."""
+        try:
+            if self.summary is None and self.run is not None and stage in ("fit", "predict") and not trainer.interrupted:
+                self._start(trainer)
+                self.finish(trainer, pl_module)
+        finally:
+            self._release()

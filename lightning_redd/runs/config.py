@@ -17,8 +17,7 @@ from typing import Any
 import yaml
 
 from lightning_redd import resources
-from lightning_redd.runs import fsio
-from lightning_redd.runs.folder import RUN_CONFIG
+from lightning_redd.runs.folder import RUN_CONFIG, RunFolder
 
 #: top-level sections (or single keys) that decide results
 DECIDING = ("model", "data", "seed_everything", "trainer.precision")
@@ -31,6 +30,10 @@ DEFAULT_DATA = "lightning_redd.data.folder.ImageFolderData"
 
 class RunConfigMismatch(ValueError):
     """The output folder holds a run made with different deciding settings."""
+
+
+class RunRecordUnreadable(RunConfigMismatch):
+    """The output folder's ``run_config.yaml`` cannot be read as a run record."""
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -84,12 +87,23 @@ def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 
 def read(root: Path) -> dict[str, Any] | None:
-    """The signature recorded in ``root`` (None if no run was recorded there)."""
+    """The signature recorded in ``root`` (None if no run was recorded there); raises
+    :class:`RunRecordUnreadable` naming the file if it is not a run record."""
     path = Path(root) / RUN_CONFIG
     if not path.is_file():
         return None
-    with open(path) as fh:
-        doc = yaml.safe_load(fh) or {}
+    try:
+        with open(path, encoding="utf-8") as fh:
+            doc = yaml.safe_load(fh) or {}
+        problem = None if isinstance(doc, dict) and isinstance(doc.get("signature", {}), dict) else "no signature mapping"
+    except (yaml.YAMLError, UnicodeDecodeError, OSError) as err:
+        problem = " ".join(str(err).split())
+    if problem is not None:
+        raise RunRecordUnreadable(
+            f"{path} is not a readable lightning-redd run record ({problem}), so this folder's settings cannot be "
+            "checked against the run's. Fix: choose another --trainer.default_root_dir; if the folder's run is yours, "
+            "--overwrite true deletes the files its manifest lists (this one included) and starts afresh"
+        )
     return dict(doc.get("signature", {}))
 
 
@@ -115,4 +129,4 @@ def write(root: Path, sig: dict[str, Any], config_yaml: str) -> Path:
     text = ("# lightning-redd run record. 'signature' holds the settings that decide this folder's results: a run in\n"
             "# this folder with other values is refused. 'config' is the full resolved config of the latest run.\n"
             + doc + "config:\n" + "".join(f"  {line}\n" for line in config_yaml.splitlines()))
-    return fsio.atomic_write_text(Path(root) / RUN_CONFIG, text)
+    return RunFolder(root).write_text(RUN_CONFIG, text)

@@ -13,6 +13,8 @@ Layout under the output folder (``trainer.default_root_dir``)::
     plots/psnr.png         PSNR against the iterate, from the CSV logger (needs matplotlib)
     metrics.csv            one row per image, merged from the records at the end of a run
     run_config.yaml        the run's resolved config (written by the CLI)
+    manifest/rank<R>.txt   every file the run wrote, listed before it is written (:mod:`.manifest`)
+    .lightning-redd.lock   held by the running run (:mod:`.lock`)
 
 Write order of one image: its PNGs, then its record. The record is the "finished" marker: an
 image is finished only when its record says ``status: ok`` and its restored PNG exists, so a
@@ -21,7 +23,9 @@ only it). ``metrics.csv`` is derived from the records, so it is the same whateve
 of processes that wrote them, and a kill before it is rewritten loses nothing.
 
 Every file is written by :func:`lightning_redd.runs.fsio.atomic_write` (temporary name, fsync,
-rename): no truncated files; stale temporaries of a killed run are removed at the next start.
+rename) after its path was added to the manifest: no truncated files, and the run owns exactly
+what it wrote. At the next start (under the lock) the stale temporaries of a killed run, of
+listed paths only, are removed and the manifest compacted (:meth:`RunFolder.start`).
 """
 from __future__ import annotations
 
@@ -29,21 +33,19 @@ import csv
 import io
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
 from PIL import Image
 
-from lightning_redd.runs import fsio
+from lightning_redd.runs import checks, fsio
+from lightning_redd.runs.errors import FolderProblem
+from lightning_redd.runs.layout import (  # noqa: F401 (the layout's names, re-exported)
+    IMAGE_DIRS, LOGS, METRICS, PICTURE_DIRS, RECORDS, RUN_CONFIG, SUMMARY,
+)
+from lightning_redd.runs.manifest import Manifest
 
-IMAGE_DIRS = ("restored", "measured", "init")
-PICTURE_DIRS = ("grids", "evolution", "plots")
-RECORDS = "records"
-METRICS = "metrics.csv"
-RUN_CONFIG = "run_config.yaml"
-SUMMARY = "summary.json"
 STATUSES = ("ok", "diverged")
 #: columns every metrics.csv starts with; score columns follow in the order first seen
 BASE_FIELDS = ("name", "status")
@@ -67,87 +69,77 @@ def _fmt(v) -> str:
     return "" if v is None else f"{float(v):.4f}"
 
 
-def _inside(a: Path, b: Path) -> bool:
-    """Whether ``a`` is ``b`` or lies inside it."""
-    try:
-        a.relative_to(b)
-        return True
-    except ValueError:
-        return False
+def arrays_bytes(arrays: dict[str, torch.Tensor]) -> bytes:
+    """Per-image feature vectors as a safetensors file."""
+    from safetensors.torch import save
+
+    return save({k: v.detach().float().cpu().contiguous() for k, v in arrays.items()})
+
+
+def record_bytes(name: str, record: dict) -> bytes:
+    """An image's record as its JSON file (``status`` is one of :data:`STATUSES`)."""
+    if record.get("status") not in STATUSES:
+        raise ValueError(f"record status must be one of {STATUSES}, got {record.get('status')!r}")
+    return (json.dumps({"name": name, **record}, indent=1) + "\n").encode("utf-8")
+
+
+def image_file(kind: str, name: str) -> str:
+    """``<kind>/<name>.png``, relative to the output folder."""
+    if kind not in IMAGE_DIRS:
+        raise ValueError(f"unknown image kind {kind!r}; allowed: {IMAGE_DIRS}")
+    return f"{kind}/{name}.png"
+
+
+def record_file(name: str) -> str:
+    return f"{RECORDS}/{name}.json"
+
+
+def arrays_file(name: str) -> str:
+    return f"{RECORDS}/{name}.arrays.safetensors"
 
 
 class RunFolder:
-    """One owner of an output folder: checks it, writes into it, and says what is finished."""
+    """One owner of an output folder: checks it, writes into it, and says what is finished.
 
-    def __init__(self, root: str | os.PathLike) -> None:
+    ``rank``: the process rank writing through this object (its manifest journal)."""
+
+    def __init__(self, root: str | os.PathLike, rank: int = 0) -> None:
         self.root = Path(root)
+        self.manifest = Manifest(self.root, rank)
 
     # ------------------------------------------------------------------ paths
     def image_path(self, kind: str, name: str) -> Path:
-        if kind not in IMAGE_DIRS:
-            raise ValueError(f"unknown image kind {kind!r}; allowed: {IMAGE_DIRS}")
-        return self.root / kind / f"{name}.png"
+        return self.root / image_file(kind, name)
 
     def record_path(self, name: str) -> Path:
-        return self.root / RECORDS / f"{name}.json"
+        return self.root / record_file(name)
+
+    def arrays_path(self, name: str) -> Path:
+        return self.root / arrays_file(name)
 
     @property
     def folders(self) -> list[Path]:
         return [self.root, self.root / RECORDS] + [self.root / k for k in IMAGE_DIRS + PICTURE_DIRS]
 
     # ------------------------------------------------------------------ checks (before any compute)
-    def problems(self, inputs: Iterable[Path] = ()) -> list[str]:
-        """Everything that would make writing here fail or destroy a file; ``[]`` if none.
-
-        ``inputs``: folders the run reads (images, masks); the output folder may neither be
-        one of them, lie inside one, nor contain one, so outputs can never overwrite inputs.
-        """
-        out = []
-        root = self.root.expanduser().resolve()
-        for folder in inputs:
-            folder = Path(folder).expanduser().resolve()
-            if _inside(root, folder) or _inside(folder, root):
-                out.append(
-                    f"output folder {self.root} and input folder {folder} overlap (one lies inside the other), so "
-                    "restored images could overwrite inputs; set trainer.default_root_dir to a folder outside the inputs"
-                )
-        out += self._writable_problem()
-        out += self._foreign_problems()
-        return out
-
-    def _writable_problem(self) -> list[str]:
-        existing = self.root
-        while not existing.exists() and existing != existing.parent:
-            existing = existing.parent
-        if not existing.is_dir():
-            return [f"output folder {self.root}: {existing} is not a folder; choose another trainer.default_root_dir"]
-        try:  # a real probe: permissions, ACLs, read-only mounts and immutable folders all show here
-            fd, probe = tempfile.mkstemp(prefix=".lightning_redd_probe.", suffix=fsio.TMP_SUFFIX, dir=existing)
-            os.close(fd)
-            os.unlink(probe)
-        except OSError as err:
-            return [f"output folder {self.root} is not writable ({existing}: {err.strerror}); choose a writable "
-                    "trainer.default_root_dir or fix its permissions"]
-        return []
-
-    def _foreign_problems(self) -> list[str]:
-        metrics = self.root / METRICS
-        if not metrics.is_file():
-            return []
-        if not (self.root / RECORDS).is_dir():
-            return [f"{metrics} was not written by lightning-redd (no {RECORDS}/ folder beside it) and would be "
-                    "overwritten; move it away or choose another trainer.default_root_dir"]
-        with open(metrics, newline="") as fh:
-            header = next(csv.reader(fh), [])
-        if tuple(header[: len(BASE_FIELDS)]) != BASE_FIELDS:
-            return [f"{metrics} has columns {header}, not a lightning-redd metrics table (which starts with "
-                    f"{list(BASE_FIELDS)}); move it away or choose another trainer.default_root_dir"]
-        return []
+    def problems(self, inputs: Iterable[Path] = ()) -> list[FolderProblem]:
+        """Everything that would make writing here fail or touch a file the run did not write;
+        ``[]`` if none (:mod:`lightning_redd.runs.checks`: overlap with the ``inputs``, symbolic
+        links, writability, files the manifest does not list)."""
+        return checks.problems(self.root, inputs)
 
     # ------------------------------------------------------------------ state
     def remove_stale_temporaries(self) -> list[Path]:
-        """Delete temporary files an interrupted write left behind."""
-        return fsio.remove_stale_temporaries(self.folders)
+        """Delete the temporary files an interrupted write of this run left (of listed paths only)."""
+        listed = self.manifest.listed()
+        return fsio.remove_stale_temporaries(self.folders, lambda dest: dest.relative_to(self.root).as_posix() in listed)
+
+    def start(self) -> list[Path]:
+        """At the start of a run, under the lock: remove what an interrupted run left half-written
+        (its stale temporaries) and compact the manifest; returns the temporaries removed."""
+        removed = self.remove_stale_temporaries()
+        self.manifest.compact()
+        return removed
 
     def records(self) -> dict[str, dict]:
         """Every readable record, by name (a record is only ever complete: atomic writes)."""
@@ -168,20 +160,27 @@ class RunFolder:
         return done if names is None else done & set(names)
 
     # ------------------------------------------------------------------ writes
+    def write_bytes(self, relative: str, data: bytes) -> Path:
+        """Write ``data`` to ``<root>/<relative>``, listed in the manifest first."""
+        self.manifest.claim([relative])
+        return fsio.atomic_write(self.root / relative, lambda fh: fh.write(data))
+
+    def write_text(self, relative: str, text: str) -> Path:
+        return self.write_bytes(relative, text.encode("utf-8"))
+
+    def write_all(self, files: Sequence[tuple[str, bytes]]) -> None:
+        """Write several files in order (a batch's), all listed in the manifest by one append first."""
+        self.manifest.claim([rel for rel, _ in files])
+        for rel, data in files:
+            self.write_bytes(rel, data)
+
     def write_image(self, kind: str, name: str, x: torch.Tensor) -> Path:
         """Save ``(C, H, W)`` in ``[-1, 1]`` as ``<kind>/<name>.png``."""
-        data = png_bytes(x)
-        return fsio.atomic_write(self.image_path(kind, name), lambda fh: fh.write(data))
-
-    def arrays_path(self, name: str) -> Path:
-        return self.root / RECORDS / f"{name}.arrays.safetensors"
+        return self.write_bytes(image_file(kind, name), png_bytes(x))
 
     def write_arrays(self, name: str, arrays: dict[str, torch.Tensor]) -> Path:
         """Per-image feature vectors (e.g. Inception features for KID/FID), before the record."""
-        from safetensors.torch import save
-
-        data = save({k: v.detach().float().cpu().contiguous() for k, v in arrays.items()})
-        return fsio.atomic_write(self.arrays_path(name), lambda fh: fh.write(data))
+        return self.write_bytes(arrays_file(name), arrays_bytes(arrays))
 
     def read_arrays(self, name: str) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
@@ -194,15 +193,11 @@ class RunFolder:
         ``[-1, 1]`` saved as PNG, or ready-made file bytes."""
         if Path(relative).parts[0] not in PICTURE_DIRS:
             raise ValueError(f"pictures go under {PICTURE_DIRS}, got {relative!r}")
-        data = x if isinstance(x, bytes) else png_bytes(x)
-        return fsio.atomic_write(self.root / relative, lambda fh: fh.write(data))
+        return self.write_bytes(relative, x if isinstance(x, bytes) else png_bytes(x))
 
     def write_record(self, name: str, record: dict) -> Path:
         """Write ``records/<name>.json`` (the last write of an image)."""
-        if record.get("status") not in STATUSES:
-            raise ValueError(f"record status must be one of {STATUSES}, got {record.get('status')!r}")
-        text = json.dumps({"name": name, **record}, indent=1)
-        return fsio.atomic_write_text(self.record_path(name), text + "\n")
+        return self.write_bytes(record_file(name), record_bytes(name, record))
 
     def write_metrics(self, names: Sequence[str] | None = None) -> Path:
         """(Re)write ``metrics.csv`` from the records: one row per image, sorted by name.
@@ -215,29 +210,24 @@ class RunFolder:
         for r in rows:
             fields += [k for k in r.get("scores", {}) if k not in fields]
 
-        def write(fh) -> None:
-            text = io.StringIO()
-            writer = csv.DictWriter(text, fieldnames=fields, lineterminator="\n")
-            writer.writeheader()
-            for r in rows:
-                scores = {k: _fmt(v) for k, v in r.get("scores", {}).items()}
-                writer.writerow({"name": r["name"], "status": r["status"], **scores})
-            fh.write(text.getvalue().encode("utf-8"))
-
-        return fsio.atomic_write(self.root / METRICS, write)
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=fields, lineterminator="\n")
+        writer.writeheader()
+        for r in rows:
+            scores = {k: _fmt(v) for k, v in r.get("scores", {}).items()}
+            writer.writerow({"name": r["name"], "status": r["status"], **scores})
+        return self.write_text(METRICS, text.getvalue())
 
     def remove_run(self) -> int:
-        """Delete what a run wrote here (images, records, metrics.csv, run_config.yaml; only
-        those files, never other files or folders); returns how many files were removed."""
+        """Delete the files the manifest lists (``--overwrite``): never a file the run did not
+        write, nor a folder; then empty the manifest. Returns how many files were removed."""
+        real = self.root.resolve()
         removed = 0
-        for folder in [self.root / RECORDS] + [self.root / k for k in IMAGE_DIRS + PICTURE_DIRS]:
-            if folder.is_dir():
-                for p in folder.iterdir():
-                    if p.is_file() and (p.suffix in (".png", ".gif", ".json", ".safetensors") or fsio.is_temporary(p)):
-                        p.unlink()
-                        removed += 1
-        for name in (METRICS, RUN_CONFIG, SUMMARY):
-            if (self.root / name).is_file():
-                (self.root / name).unlink()
+        for rel in sorted(self.manifest.listed()):
+            path = self.root / rel
+            if checks.inside(path.parent.resolve(), real) and (path.is_file() or path.is_symlink()):
+                path.unlink()
                 removed += 1
+        self.remove_stale_temporaries()
+        self.manifest.clear()
         return removed

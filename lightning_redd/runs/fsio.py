@@ -4,7 +4,8 @@
 (``.<name>.<random>.tmp``), flushes and fsyncs it, renames it over the destination and fsyncs
 the folder. A crash at any point leaves either the old file or the new one, never a
 truncated one; a crash before the rename can leave a stale temporary file, which
-:func:`remove_stale_temporaries` cleans. Files get the permissions of an ordinary
+:func:`remove_stale_temporaries` cleans. :func:`append_durably` is the other write: an append
+to a journal (the run's manifest), fsynced before it returns. Files get the permissions of an ordinary
 ``open()``: ``0o666`` minus the process's umask (0644 under the usual umask 022), not the
 0600 of ``tempfile.mkstemp``.
 """
@@ -77,20 +78,46 @@ def atomic_write_text(path: str | os.PathLike, text: str, *, durable: bool = Tru
     return atomic_write(path, lambda fh: fh.write(text.encode("utf-8")), durable=durable)
 
 
+def append_durably(path: str | os.PathLike, text: str) -> Path:
+    """Append ``text`` (UTF-8) to ``path`` in one ``write`` and fsync it (and, for a new file,
+    its folder) before returning. A crash can leave at most an unterminated tail of ``text``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not path.exists()
+    data = text.encode("utf-8", "surrogateescape")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, file_mode())
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if new:
+        fsync_dir(path.parent)
+    return path
+
+
 def is_temporary(path: Path) -> bool:
     """Whether ``path`` is a temporary file :func:`atomic_write` creates."""
     return path.name.startswith(".") and path.name.endswith(TMP_SUFFIX)
 
 
-def remove_stale_temporaries(folders: list[Path]) -> list[Path]:
+def destination(path: Path) -> Path:
+    """The file a temporary ``.<name>.<random>.tmp`` of :func:`atomic_write` was going to become."""
+    return path.with_name(path.name[1 : -len(TMP_SUFFIX)].rsplit(".", 1)[0])
+
+
+def remove_stale_temporaries(folders: list[Path], owned: Callable[[Path], bool] = lambda dest: True) -> list[Path]:
     """Delete the temporary files that an interrupted :func:`atomic_write` left directly in
-    ``folders`` (only names of the form ``.<name>.<random>.tmp``); returns what was removed."""
+    ``folders`` (only names of the form ``.<name>.<random>.tmp`` whose destination ``owned``
+    accepts); returns what was removed."""
     removed = []
     for folder in folders:
-        if not folder.is_dir():
+        if not folder.is_dir() or folder.is_symlink():
             continue
         for p in folder.iterdir():
-            if p.is_file() and is_temporary(p):
+            if p.is_file() and not p.is_symlink() and is_temporary(p) and owned(destination(p)):
                 p.unlink(missing_ok=True)
                 removed.append(p)
     return removed

@@ -49,25 +49,46 @@ class Crash(BaseException):
     """Stands in for SIGKILL: nothing in the run catches it, so the disk is left as a kill leaves it."""
 
 
-def crash_at(monkeypatch, k: int, phase: str) -> None:
-    """Crash at the ``k``-th file write of the run: ``during`` it (a partial temporary file stays
-    behind, the destination is untouched) or right ``after`` it."""
-    original = fsio.atomic_write
+def crash_at(monkeypatch, k: int, phase: str) -> list[int]:
+    """Crash at the ``k``-th write of the run, counting file writes (:func:`fsio.atomic_write`)
+    and manifest appends (:func:`fsio.append_durably`): ``during`` it (a partial temporary file
+    or a partial manifest line stays behind, the destination is untouched) or right ``after``
+    it. Returns the counter (its value: the writes so far)."""
+    original_write, original_append = fsio.atomic_write, fsio.append_durably
     count = [0]
 
-    def patched(path, write, **kwargs):
+    def write(path, write, **kwargs):
         count[0] += 1
         if count[0] == k and phase == "during":
             path = Path(path)
             path.parent.mkdir(parents=True, exist_ok=True)
             (path.parent / f".{path.name}.killed{k}{fsio.TMP_SUFFIX}").write_bytes(b"partial")
             raise Crash(f"write {k} ({path.name})")
-        out = original(path, write, **kwargs)
+        out = original_write(path, write, **kwargs)
         if count[0] == k:
             raise Crash(f"after write {k} ({Path(path).name})")
         return out
 
-    monkeypatch.setattr(fsio, "atomic_write", patched)
+    def append(path, text):
+        count[0] += 1
+        if count[0] == k and phase == "during":
+            original_append(path, text[: max(1, len(text) // 2)].rstrip("\n"))
+            raise Crash(f"append {k} ({Path(path).name})")
+        out = original_append(path, text)
+        if count[0] == k:
+            raise Crash(f"after append {k} ({Path(path).name})")
+        return out
+
+    monkeypatch.setattr(fsio, "atomic_write", write)
+    monkeypatch.setattr(fsio, "append_durably", append)
+    return count
+
+
+def unlisted(root: Path) -> list[str]:
+    """Files of the run's places its manifest does not list (must stay empty at every kill)."""
+    from lightning_redd.runs.checks import foreign_files
+
+    return foreign_files(root)
 
 
 @pytest.fixture(scope="module")
@@ -79,17 +100,29 @@ def crash_setup(tmp_path_factory):
     return tmp, images, output_files(tmp / "reference")
 
 
-# writes of the run (batch 1): run_config.yaml; per batch the image's restored, init and
-# measured PNGs, the batch's grid, the image's record; then metrics.csv and summary.json
-WRITES = 1 + 2 * 5 + 2
+# writes of the run (batch 1, 2 images): the manifest append of run_config.yaml, run_config.yaml;
+# per batch the append of its files, then the image's restored, init and measured PNGs, the
+# batch's grid, the image's record; at the end the append of metrics.csv and summary.json, the
+# two files, the append of plots/psnr.png and the plot
+WRITES = 2 + 2 * (1 + 5) + 5
+
+
+def test_the_crash_matrix_covers_every_write(crash_setup, monkeypatch, tmp_path):
+    """WRITES is exactly the run's count of writes and appends (a crash point past the end
+    would never fire; one short of it would leave a write uncovered)."""
+    _, images, _ = crash_setup
+    count = crash_at(monkeypatch, 0, "after")
+    cli(tiny_args(tmp_path / "count", images, "--data.batch_size", "1", steps=3))
+    assert count[0] == WRITES
 
 
 @pytest.mark.parametrize("phase", ["during", "after"])
 @pytest.mark.parametrize("k", range(1, WRITES + 1))
 def test_crash_at_each_write_then_rerun_gives_the_uninterrupted_result(crash_setup, monkeypatch, k, phase):
     """Faults 2 and 9: a kill between an image's PNG and its metrics row, or in the middle of a
-    PNG write. The same command again must finish the run byte for byte, one row per image,
-    no temporary file left."""
+    PNG write or a manifest append. The manifest lists every file the run wrote at the kill; the
+    same command again must finish the run byte for byte, one row per image, no temporary file
+    left, and a manifest of exactly the run's files."""
     tmp, images, reference = crash_setup
     out = tmp / f"run_{k}_{phase}"
     argv = tiny_args(out, images, "--data.batch_size", "1", steps=3)
@@ -97,10 +130,20 @@ def test_crash_at_each_write_then_rerun_gives_the_uninterrupted_result(crash_set
         crash_at(m, k, phase)
         with pytest.raises(Crash):
             cli(argv)
+    assert unlisted(out) == []
     cli(argv)
     assert output_files(out) == reference
     assert [r["name"] for r in rows(out)] == ["img0", "img1"]
     assert not temporaries(out)
+    assert manifest(out) == manifest(tmp / "reference")
+
+
+def manifest(root: Path) -> set[str]:
+    from lightning_redd.runs.manifest import Manifest
+
+    listed = Manifest(root).listed()
+    assert all((root / p).is_file() for p in listed)
+    return listed
 
 
 def test_sigkill_mid_run_then_rerun(crash_setup, tmp_path):
@@ -192,7 +235,7 @@ def test_foreign_metrics_csv_is_refused_before_any_compute(tmp_path, header):
     out = tmp_path / "out"
     out.mkdir()
     (out / "metrics.csv").write_text(header + "\nx,1,2\n")
-    with pytest.raises(InputProblems, match=r"metrics.csv.*not written by lightning-redd"):
+    with pytest.raises(InputProblems, match=r"no lightning-redd run wrote there \(not in its manifest.*: metrics.csv\."):
         cli(tiny_args(out, images))
     assert (out / "metrics.csv").read_text() == header + "\nx,1,2\n"
 
@@ -312,16 +355,18 @@ def test_checkpoint_errors_name_the_file_in_one_message(tmp_path, capsys, case):
 
 
 def test_stale_temporary_files_are_removed_at_the_next_start(tmp_path):
-    """Fault 9: a crash in the middle of a PNG write left a hidden .name.*.png.tmp forever."""
+    """Fault 9: a crash in the middle of a PNG write left a hidden .name.*.png.tmp forever. Only
+    temporaries of files the run's manifest lists are the run's to remove."""
     images = make_images(tmp_path / "in", n=1)
     out = tmp_path / "out"
-    stale = out / "restored" / ".img0.png.abc123.tmp"
-    stale.parent.mkdir(parents=True)
-    stale.write_bytes(b"partial")
-    keep = out / "restored" / ".hidden_user_file"
-    keep.write_bytes(b"mine")
     cli(tiny_args(out, images))
-    assert not stale.exists() and keep.exists()
+    stale = out / "restored" / ".img0.png.abc123.tmp"
+    stale.write_bytes(b"partial")
+    keep = [out / ".hidden_user_file", out / ".notes.txt.abc123.tmp"]
+    for p in keep:
+        p.write_bytes(b"mine")
+    cli(tiny_args(out, images))
+    assert not stale.exists() and all(p.read_bytes() == b"mine" for p in keep)
 
 
 # --------------------------------------------------------------------------- the run record
