@@ -232,7 +232,8 @@ class ReddCLI(LightningCLI):
 
     def _storage_error(self, err: BaseException) -> StorageError | None:
         files = self.datamodule.dataset.files if self.datamodule.dataset is not None else []
-        return storage_error(err, Path(self.trainer.default_root_dir), [f.stem for f in files])
+        root = Path(self.trainer.default_root_dir)
+        return storage_error(err, root, [f.stem for f in files], RunFolder(root).finished)
 
     def instantiate_trainer(self, **kwargs):
         """Default logger: a CSV logger under ``<default_root_dir>/logs``."""

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 #: errors of the disk under the output folder (a permission error counts when it names a path there)
@@ -35,12 +35,12 @@ def _os_error(err: BaseException | None) -> OSError | None:
     return err
 
 
-def storage_error(err: BaseException, root: Path, names: Sequence[str]) -> StorageError | None:
+def storage_error(err: BaseException, root: Path, names: Sequence[str],
+                  finished: Callable[[Sequence[str]], set[str]]) -> StorageError | None:
     """A :class:`StorageError` for the ``OSError`` in ``err``'s chain when it is the disk's (full,
     quota, read-only, I/O) or a permission error on a path in output folder ``root``, saying
-    how many of the run's images ``names`` are finished; else None."""
-    from lightning_redd.runs.folder import RunFolder
-
+    how many of the run's images ``names`` are finished (``finished(names)``, e.g.
+    ``RunFolder.finished``); else None."""
     os_err, real = _os_error(err), Path(root).resolve()
     if os_err is None:
         return None
@@ -48,7 +48,7 @@ def storage_error(err: BaseException, root: Path, names: Sequence[str]) -> Stora
     ours = any(p == real or real in p.parents for p in paths)
     if os_err.errno not in STORAGE_ERRNOS and not (ours and os_err.errno in (errno.EACCES, errno.EPERM)):
         return None
-    done = len(RunFolder(root).finished(names)) if names else 0
+    done = len(finished(names)) if names else 0
     fix = "free space on that disk (or raise the quota)" if os_err.errno in FULL else "make the folder writable again"
     where = f" ({paths[0]})" if paths else ""
     return StorageError(
