@@ -269,7 +269,13 @@ def test_13_a_class_path_naming_no_usable_class_says_why(tmp_path, capsys, value
     status, err = run_main(tiny_args(tmp_path / "out", images, "--model.solver", value), capsys)
     lines = err.strip().splitlines()
     assert status == 2 and lines[0] == f"lightning-redd: error: model.solver: {reason}"
-    assert hint in err and "Traceback" not in err and len(lines) <= 4
+    assert "Traceback" not in err and len(lines) <= 4
+    if hint.startswith("Solver classes: ") and hint != "Solver classes:":
+        # solver classes that other test modules define in this interpreter are listed too
+        listed = next(ln for ln in lines if ln.strip().startswith("Solver classes: ")).strip()
+        assert set(hint.removeprefix("Solver classes: ").split(", ")) <= set(listed.removeprefix("Solver classes: ").split(", "))
+    else:
+        assert hint in err
 
 
 @pytest.mark.parametrize("content, said", [({"epoch": 3}, "holds no tensors (keys there: ['epoch'])"),
