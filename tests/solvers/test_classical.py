@@ -68,7 +68,9 @@ def test_restores_the_demo_photographs_as_recorded(mask):
     for reg in ("tv", "laplace"):
         state = Classical(regulariser=reg).run(y, op, ConvPrior(), gens(4))  # any prior: ignored
         value = psnr(Classical().estimate(state), x)
-        torch.testing.assert_close(value.tolist(), RECORDED[mask, reg], rtol=0, atol=1e-3)
+        # smoothed TV is sensitive to float32 rounding: on another CPU (Sapphire Rapids, torch
+        # 2.14.1) its values moved by up to 0.0096 dB from those recorded; the Laplace fill by 3e-4
+        torch.testing.assert_close(value.tolist(), RECORDED[mask, reg], rtol=0, atol=0.02 if reg == "tv" else 1e-3)
         assert (value > start + 0.5).all() and state.nfe == 0 and torch.equal(state.x_init, op.pinv(y))
         means[reg] = value.mean()
     assert means["laplace"] > means["tv"] + 0.5
