@@ -33,8 +33,12 @@ import time
 import traceback
 from pathlib import Path
 
-import torch
-from jsonargparse import Namespace
+from lightning_redd.lit import signals
+
+signals.install()  # a SIGUSR1 while torch and Lightning load is recorded (a requeue), not fatal
+
+import torch  # noqa: E402
+from jsonargparse import Namespace  # noqa: E402
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 import lightning_redd.operators.registry  # noqa: F401  (every operator: short names and --help for them)
