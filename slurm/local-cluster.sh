@@ -35,6 +35,9 @@ our_pid() {
     return 0
 }
 
+# running PID: the process exists and has not ended (a zombie waiting for its parent has)
+running() { [ -r "/proc/$1/stat" ] && ! sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | grep -q '^Z'; }
+
 write_conf() {
     mkdir -p "$DIR/state" "$DIR/spool" "$DIR/log"
     cat > "$CONF" <<EOF
@@ -110,8 +113,8 @@ stop() {
         pid=$(our_pid "$name")
         if [ -n "$pid" ]; then
             kill "$pid" 2>/dev/null || true
-            for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-            kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+            for _ in $(seq 1 50); do running "$pid" || break; sleep 0.1; done
+            running "$pid" && kill -KILL "$pid" 2>/dev/null || true
             echo "local-cluster: stopped $name (PID $pid)"
         fi
         rm -f "$DIR/$name.pid"
