@@ -13,7 +13,10 @@ run's manifest by one durable append before the first of them is written.
 
 On rank 0 the run holds the folder's lock from its start to its end (the CLI takes it before
 its checks end; in plain Lightning code the writer takes it when the loop starts) and, having
-taken it, cleans what an interrupted run left (:meth:`RunFolder.start`).
+taken it, cleans what an interrupted run left (:meth:`RunFolder.start`). Under several processes
+every rank then reads the lock file and all compare it with rank 0's random token: an output
+folder that is not the same folder for every process (a node-local disk) is refused on every
+rank before any compute (:mod:`lightning_redd.runs.shared`).
 
 At the end of the run every rank waits for the others; rank 0 then writes ``metrics.csv``
 from all records (one row per image, whatever the number of processes), the dataset-level

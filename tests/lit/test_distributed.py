@@ -100,3 +100,27 @@ def test_two_processes_give_the_same_metric_table(tmp_path, alexnet_weights, inc
     s1, s2 = (json.loads((outs[n] / "summary.json").read_text())["dataset"] for n in (1, 2))
     # Inception features are float32 and the two runs use 2 vs 1 CPU threads: measured 7e-7 relative
     assert set(s1) >= {"kid", "fid", "top1"} and s1 == pytest.approx(s2, rel=1e-5, abs=1e-8)
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_the_csv_log_and_the_plot_cover_every_ranks_batches(tmp_path):
+    """3 images, batch 1, on 1 and on 2 processes: the CSV log holds one row per batch of every
+    rank (rank r's j-th batch at step ((j * 2 + r) * iterates + k), i.e. image g's batch at the
+    step of the 1-process run's batch g, with the same values), and plots/psnr.png is the same."""
+    from helpers import make_images, tiny_args
+
+    images = make_images(tmp_path / "in", n=3, size=16)
+    logs = {}
+    for n in (1, 2):
+        out = tmp_path / f"p{n}"
+        argv = tiny_args(out, images, "--trainer.logger", "true", "--data.batch_size", "1", "--trainer.devices", str(n),
+                         "--trainer.strategy", "ddp", steps=3)
+        proc = subprocess.run([sys.executable, "-m", "lightning_redd.lit.cli", *argv], cwd=ROOT / "tests",
+                              capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        with open(out / "logs" / "version_0" / "metrics.csv", newline="") as fh:
+            logs[n] = list(csv.DictReader(fh))
+    assert [r["step"] for r in logs[2]] == ["2", "5", "8"]  # the last iterate of batches 0, 1, 2
+    assert logs[2] == logs[1]
+    assert (tmp_path / "p2" / "plots" / "psnr.png").read_bytes() == (tmp_path / "p1" / "plots" / "psnr.png").read_bytes()

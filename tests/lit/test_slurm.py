@@ -28,8 +28,16 @@ ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEM
 
 
 def _pids(name: str) -> set[int]:
+    """PIDs of running processes called ``name`` (not zombies: this container's init reaps none)."""
     out = subprocess.run(["pgrep", "-x", name], capture_output=True, text=True).stdout
-    return {int(p) for p in out.split()}
+    alive = set()
+    for pid in out.split():
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                alive.add(int(pid))
+        except (OSError, IndexError):
+            pass
+    return alive
 
 
 @pytest.fixture(scope="session")
@@ -174,9 +182,8 @@ def test_one_pending_image_on_two_tasks(cluster, tmp_path, case):
 def test_a_killed_rank_never_loses_another_ranks_finished_work(cluster, tmp_path):
     """SIGKILL to rank 1 mid-solve: the job fails, every record on disk stays as it was, and the
     same command finishes the rest without redoing them."""
-    images, out, log = make_images(tmp_path / "in", n=6, size=16), tmp_path / "out", tmp_path / "job.out"
-    argv = args(out, images)
-    job = submit(cluster, log, argv)
+    images, out, log = make_images(tmp_path / "in", n=4, size=16), tmp_path / "out", tmp_path / "job.out"
+    job = submit(cluster, log, args(out, images))
     wait_for(lambda: (out / "records" / "img1.json").is_file(), 180, "rank 1's first image", log)
     pids = wait_for(lambda: task_pids(cluster, job), 30, "the tasks' PIDs", log)
     os.kill(pids[1], signal.SIGKILL)
@@ -185,9 +192,9 @@ def test_a_killed_rank_never_loses_another_ranks_finished_work(cluster, tmp_path
     assert {"img0.json", "img1.json"} <= set(kept)
     from lightning_redd.lit.cli import cli
 
-    cli(["predict", *args(out, images, delay=0.0)])  # the same settings, 1 process
+    cli(["predict", *args(out, images)])  # the same command, 1 process
     assert {k: v for k, v in stamps(out).items() if k in kept} == kept
-    assert sorted(r["name"] for r in rows(out)) == [f"img{i}" for i in range(6)]
+    assert sorted(r["name"] for r in rows(out)) == [f"img{i}" for i in range(4)]
 
 
 def test_an_output_folder_not_shared_by_the_tasks_is_refused(cluster, tmp_path):
