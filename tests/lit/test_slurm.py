@@ -127,7 +127,10 @@ def task_pids(cluster: dict, job: str) -> dict[int, int]:
             environ = dict(e.split(b"=", 1) for e in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") if b"=" in e)
         except OSError:
             continue
-        if b"lightning-redd" in cmd and b"SLURM_PROCID" in environ:
+        argv = cmd.split(b"\0")
+        # the Python processes of the console script (not srun, not the batch shell)
+        if len(argv) > 1 and b"python" in Path(argv[0].decode()).name.encode() and argv[1].endswith(b"lightning-redd") \
+                and b"SLURM_PROCID" in environ:
             found[int(environ[b"SLURM_PROCID"])] = int(pid)
     return found
 
@@ -158,6 +161,25 @@ def test_sigusr1_on_the_last_batch_of_rank_0_completes_the_job(cluster, tmp_path
     assert all(r["status"] == "ok" for r in rows(out))
     if "restart 1" in text:  # stopped at a batch start: requeued, and the requeued job finished
         assert "requeueing SLURM job" in text
+
+
+def test_on_a_stop_every_rank_finishes_its_batch_before_the_requeue(cluster, tmp_path):
+    """6 images on 2 tasks (3 batches each); SIGUSR1 while both restore their second image: both
+    write it, the job is requeued at the third batch start, and the requeued job restores only
+    the last 2 images (a rank killed mid-batch would leave 3)."""
+    images, out, log = make_images(tmp_path / "in", n=6, size=16), tmp_path / "out", tmp_path / "job.out"
+    job = submit(cluster, log, args(out, images))
+    wait_for(lambda: all((out / "records" / f"img{i}.json").is_file() for i in (0, 1)), 180, "both ranks' first image", log)
+    time.sleep(0.5)  # both are past the second batch's start (an image takes 2 s)
+    subprocess.run(["scancel", "--signal=USR1", job], check=True, env=cluster)
+    early = stamps(out)
+    assert not {"img2.json", "img3.json"} & set(early), "a rank finished its second image before the signal"
+    assert finish(cluster, job, log) == "COMPLETED", log.read_text()[-4000:]
+    text = log.read_text()
+    assert "restart 1" in text and "requeueing SLURM job" in text and "Traceback" not in text, text[-4000:]
+    assert f"6 image(s) in {out}: 2 restored now, 4 already finished" in text, text[-4000:]
+    assert {k: v for k, v in stamps(out).items() if k in early} == early
+    assert sorted(r["name"] for r in rows(out)) == [f"img{i}" for i in range(6)]
 
 
 @pytest.mark.parametrize("case", ["one image", "resume leaving one"])
@@ -228,11 +250,10 @@ def test_sigusr1_during_start_up_and_to_the_batch_shell_do_not_kill_the_job(clus
     tasks while they import: recorded, the job stops at its first batch, is requeued, finishes."""
     images, out, log = make_images(tmp_path / "in", n=2, size=16), tmp_path / "out", tmp_path / "job.out"
     job = submit(cluster, log, args(out, images, delay=0.0))
-    wait_for(lambda: log.is_file() and "restart 0" in log.read_text(), 60, "the batch shell", log)
-    subprocess.run(["scancel", "--signal=USR1", "--batch", job], check=True, env=cluster)
     pids = wait_for(lambda: len(task_pids(cluster, job)) == 2 and task_pids(cluster, job), 60, "the tasks", log)
     time.sleep(0.3)  # the tasks are importing torch (seconds): the start-up window
     assert not (out / "records").exists()
+    subprocess.run(["scancel", "--signal=USR1", "--batch", job], check=True, env=cluster)
     for pid in pids.values():
         os.kill(pid, signal.SIGUSR1)
     assert finish(cluster, job, log) == "COMPLETED", log.read_text()[-4000:]
