@@ -13,7 +13,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,7 +21,13 @@ import pytest
 from helpers import make_images, tiny_args
 
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = [pytest.mark.slurm, pytest.mark.multiprocess, pytest.mark.slow]
+
+
+def slurm_job(test):
+    """The marks of a test that runs jobs on the cluster."""
+    return pytest.mark.slurm(pytest.mark.multiprocess(pytest.mark.slow(test)))
+
+
 DAEMONS = ("munged", "slurmctld", "slurmd")
 ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")
 
@@ -144,6 +149,7 @@ def stamps(out: Path) -> dict[str, tuple[int, bytes]]:
     return {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in (out / "records").glob("*.json")}
 
 
+@slurm_job
 def test_sigusr1_on_the_last_batch_of_rank_0_completes_the_job(cluster, tmp_path):
     """3 images on 2 tasks (rank 0: img0 then img2; rank 1: img1 and a padding batch); SIGUSR1
     once img0 is finished: the job completes (at once, or requeued), every image once."""
@@ -163,6 +169,7 @@ def test_sigusr1_on_the_last_batch_of_rank_0_completes_the_job(cluster, tmp_path
         assert "requeueing SLURM job" in text
 
 
+@slurm_job
 def test_on_a_stop_every_rank_finishes_its_batch_before_the_requeue(cluster, tmp_path):
     """6 images on 2 tasks (3 batches each); SIGUSR1 while both restore their second image: both
     write it, the job is requeued at the third batch start, and the requeued job restores only
@@ -182,6 +189,7 @@ def test_on_a_stop_every_rank_finishes_its_batch_before_the_requeue(cluster, tmp
     assert sorted(r["name"] for r in rows(out)) == [f"img{i}" for i in range(6)]
 
 
+@slurm_job
 @pytest.mark.parametrize("case", ["one image", "resume leaving one"])
 def test_one_pending_image_on_two_tasks(cluster, tmp_path, case):
     """Rank 1 has nothing to restore: it takes part in every collective and writes nothing; rc 0."""
@@ -201,6 +209,7 @@ def test_one_pending_image_on_two_tasks(cluster, tmp_path, case):
         assert {k: v for k, v in stamps(out).items() if k in before} == before
 
 
+@slurm_job
 def test_a_killed_rank_never_loses_another_ranks_finished_work(cluster, tmp_path):
     """SIGKILL to rank 1 mid-solve: the job fails, every record on disk stays as it was, and the
     same command finishes the rest without redoing them."""
@@ -219,6 +228,7 @@ def test_a_killed_rank_never_loses_another_ranks_finished_work(cluster, tmp_path
     assert sorted(r["name"] for r in rows(out)) == [f"img{i}" for i in range(4)]
 
 
+@slurm_job
 def test_an_output_folder_not_shared_by_the_tasks_is_refused(cluster, tmp_path):
     """Rank 1 runs in a mount namespace where the output folder is another, empty folder (as on a
     node-local disk): both tasks refuse before any compute (exit 2)."""
@@ -245,6 +255,7 @@ exec "$@"
     assert not (out / "records").exists() and not list(other.iterdir())
 
 
+@slurm_job
 def test_sigusr1_during_start_up_and_to_the_batch_shell_do_not_kill_the_job(cluster, tmp_path):
     """``scancel --signal=USR1 --batch`` (the shell traps it and passes it on) and a SIGUSR1 to the
     tasks while they import: recorded, the job stops at its first batch, is requeued, finishes."""
