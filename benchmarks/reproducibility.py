@@ -32,19 +32,24 @@ RUNS = {
     "fit, 1 process, batch 4": ("fit", ["--data.batch_size", "4"]),
     "fit, 2 processes, batch 4": ("fit", ["--data.batch_size", "4", "--trainer.devices", "2", "--trainer.strategy", "ddp"]),
 }
-#: writes each image's float estimate next to its PNG, through the writer's own hook
+#: writes each image's float estimate next to its PNG, through the writer's own per-batch method
 DUMP = (
     "import sys, torch; from lightning_redd.lit import writer as w; o = w.RestorationWriter.write\n"
-    "def spy(self, trainer, emitted):\n"
-    "    o(self, trainer, emitted)\n"
-    "    for i, n in enumerate(emitted['names']): torch.save(emitted['x_hat'][i].cpu(), self.run.root / f'{n}.x_hat.pt')\n"
+    "def spy(self, trainer, restored):\n"
+    "    o(self, trainer, restored)\n"
+    "    r = restored.to_cpu()\n"
+    "    for n, x in zip(r.names, r.x_hat): torch.save(x.clone(), self.run.root / f'{n}.x_hat.pt')\n"
     "w.RestorationWriter.write = spy\n"
-    "from lightning_redd.lit.cli import main; sys.argv = ['lightning-redd'] + sys.argv[1:]; main()\n"
+    "from lightning_redd.lit.cli import main; main()\n"
 )
 
 
 def run(out: Path, subcommand: str, extra: list[str], steps: int) -> float:
-    argv = [sys.executable, "-c", DUMP, subcommand, "--config", "configs/demo.yaml", "--trainer.default_root_dir", str(out),
+    # a script file, not `python -c`: Lightning's DDP launcher starts rank 1 by re-running sys.argv
+    script = out.parent / "dump_run.py"
+    script.parent.mkdir(parents=True, exist_ok=True)
+    script.write_text(DUMP)
+    argv = [sys.executable, str(script), subcommand, "--config", "configs/demo.yaml", "--trainer.default_root_dir", str(out),
             "--trainer.enable_progress_bar", "false", "--model.solver.init_args.num_steps", str(steps), *extra]
     start = time.perf_counter()
     subprocess.run(argv, cwd=ROOT, check=True, capture_output=True)

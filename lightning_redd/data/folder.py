@@ -238,8 +238,11 @@ class FolderData(L.LightningDataModule):
         return self._loader(self._sampler(self.repeats, pad=True))
 
     def predict_dataloader(self) -> DataLoader:
+        """Each batch once; padded like ``fit``'s so every rank starts as many batches (the
+        ranks agree on stopping at each batch start; a rank with no pending image takes part
+        through padding batches, which the module skips)."""
         self.setup("predict")
-        return self._loader(self._sampler(1, pad=False))
+        return self._loader(self._sampler(1, pad=True))
 
 
 class ImageFolderData(FolderData):

@@ -23,7 +23,10 @@ What the CLI adds to Lightning's:
 * errors in the user's inputs print as one message, without a traceback (set
   ``LIGHTNING_REDD_TRACEBACK=1`` to see it); exit status 2 for such errors, 3 when an image
   diverged, 4 when writing into the output folder failed during the run (disk full, quota,
-  read-only), 0 when a SLURM requeue stopped the run.
+  read-only), 0 when a SLURM requeue stopped the run;
+* a ``SIGUSR1`` that arrives while the command starts (importing torch, checking) is recorded
+  from the module's first lines (:mod:`lightning_redd.lit.signals`) instead of ending the
+  process, and stops the run at its first batch.
 """
 from __future__ import annotations
 
@@ -33,8 +36,12 @@ import time
 import traceback
 from pathlib import Path
 
-import torch
-from jsonargparse import Namespace
+from lightning_redd.lit import signals
+
+signals.install()  # a SIGUSR1 while torch and Lightning load is recorded (a requeue), not fatal
+
+import torch  # noqa: E402
+from jsonargparse import Namespace  # noqa: E402
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 import lightning_redd.operators.registry  # noqa: F401  (every operator: short names and --help for them)

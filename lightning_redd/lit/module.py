@@ -8,7 +8,8 @@ hands to the callbacks as ``outputs`` (the image writer saves it). Padding steps
 processes with unequal shares) do nothing.
 
 ``predict``: ``predict_step`` runs ``solver.run`` (= init + every step, the same code) and
-returns the :class:`Restored` batch the same way.
+returns the :class:`Restored` batch the same way. Padding batches (several processes with
+unequal shares: every rank starts as many batches) do nothing, as in ``fit``.
 
 ``mu`` is a plain tensor owned by the solver's state, not a module parameter: Lightning's
 optimizers never see it, and nothing is synchronised between processes (see
@@ -46,7 +47,9 @@ class RestorationModule(L.LightningModule):
         prior: the diffusion prior (default: the embedded 64x64 prior shipped with the package).
         operator: the forward model (a template; per-image parameters are bound per batch).
         solver: the algorithm (default: RED-diff with its defaults).
-        log_every: in ``predict``, log statistics every this many iterates (0: only at the end).
+        log_every: in ``predict``, log statistics every this many iterates (0: only the last one
+            of each batch); ``fit`` logs every ``trainer.log_every_n_steps`` iterates. Every
+            rank's rows reach the logger (:meth:`publish_logs`).
         evolution_every: keep the estimate every this many iterates (0: off); the writer saves
             each image's frames as ``evolution/<name>.png`` (a strip) and ``.gif``.
     """
@@ -78,6 +81,8 @@ class RestorationModule(L.LightningModule):
         self.automatic_optimization = False
         #: fit: the solve in progress (state, bound operator, y, its observations), between steps
         self._solve: _Solve | None = None
+        #: rows of the CSV log kept until the batch's end: ``(step, {name: value})`` (:meth:`log_row`)
+        self._log_rows: list[tuple[int, dict[str, float]]] = []
 
     @property
     def num_iterates(self) -> int:
@@ -225,6 +230,44 @@ class RestorationModule(L.LightningModule):
             out["psnr"] = solve.psnr[-1].mean().float()
         return out
 
+    # ------------------------------------------------------------------ the CSV log of every rank
+    def log_row(self, stage: str, batch: int, k: int, stats: dict[str, torch.Tensor]) -> None:
+        """Keep one row of the log: ``stats`` after iterate ``k`` of this rank's ``batch``-th
+        batch, at the step ``(batch * W + rank) * num_iterates + k`` (unique across the ``W``
+        ranks; with one process, the batch's iterates in order). Rows go to the logger at the
+        batch's end (:meth:`publish_logs`)."""
+        world, rank = (self.trainer.world_size, self.trainer.global_rank) if self._trainer is not None else (1, 0)
+        step = (batch * world + rank) * self.num_iterates + k
+        self._log_rows.append((step, {f"{stage}/{n}": float(v) for n, v in stats.items()}))
+
+    def publish_logs(self) -> None:
+        """Send every rank's kept rows to the logger (which writes on rank 0 only): under several
+        processes a collective, so every rank calls it at the same points (each batch's end, every
+        rank taking as many batches)."""
+        rows, self._log_rows = self._log_rows, []
+        if self._trainer is None:
+            return
+        if self.trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            gathered: list = [None] * self.trainer.world_size
+            torch.distributed.all_gather_object(gathered, rows)
+            rows = sorted(row for part in gathered for row in part)
+        if self.logger is not None and self.trainer.is_global_zero:
+            for step, metrics in rows:
+                self.logger.log_metrics(metrics, step=step)
+
+    def on_predict_batch_end(self, outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self.publish_logs()
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if (batch_idx + 1) % self.num_iterates == 0:  # a batch's last step (padding steps count alike)
+            self.publish_logs()
+
+    def on_train_end(self) -> None:
+        self.publish_logs()  # a stop (every rank at the same step) may end a batch early
+
+    def on_predict_end(self) -> None:
+        self.publish_logs()
+
     # ------------------------------------------------------------------ fit: one iterate per step
     def training_step(self, batch: dict, batch_idx: int) -> dict | None:
         """One iterate of the batch's solve; the last one returns ``{"restored": Restored}``."""
@@ -244,8 +287,12 @@ class RestorationModule(L.LightningModule):
             solve = self._solve
             stats = self.solver.step(solve.state, solve.y, solve.op, self.prior)
             self.observe(solve, iterate, solve.state, batch)
-        self.log_dict({f"train/{k}": v for k, v in self.stats_to_log(stats, solve).items()},
-                      on_step=True, prog_bar=False, batch_size=len(batch["name"]))
+        logged = self.stats_to_log(stats, solve)
+        self.log_dict({f"train/{k}": v for k, v in logged.items()}, on_step=True, prog_bar=False, logger=False,
+                      batch_size=len(batch["name"]))  # for callbacks; the logger gets every rank's rows (log_row)
+        every = max(1, int(self.trainer.log_every_n_steps)) if self._trainer is not None else 1
+        if (iterate + 1) % every == 0 or iterate == self.num_iterates - 1:
+            self.log_row("train", batch_idx // self.num_iterates, iterate, logged)
         if iterate < self.num_iterates - 1:
             return None
         self._solve = None
@@ -265,8 +312,11 @@ class RestorationModule(L.LightningModule):
                     position=1, dynamic_ncols=True)
 
     # ------------------------------------------------------------------ predict: the whole solve
-    def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> Restored:
-        """Run the whole solve of the batch and return it (:class:`Restored`, on the device)."""
+    def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> Restored | None:
+        """Run the whole solve of the batch and return it (:class:`Restored`, on the device);
+        ``None`` for a padding batch (this rank has no image left, the others do)."""
+        if bool(batch["pad"][0]):
+            return None
         # predict runs under inference mode by default; the Adam step on mu needs autograd.
         with torch.inference_mode(False), torch.enable_grad(), self.solver_context(self.batch_device(batch)):
             batch = _cloned(batch)
@@ -280,10 +330,8 @@ class RestorationModule(L.LightningModule):
                     bar.update(1)
                 self.observe(solve, k, state, batch)
                 last = k == self.num_iterates - 1
-                if self.logger is not None and (last or (self.log_every and (k + 1) % self.log_every == 0)):
-                    logged = self.stats_to_log(stats, solve)
-                    self.logger.log_metrics({f"predict/{n}": float(v) for n, v in logged.items()},
-                                            step=batch_idx * self.num_iterates + k)
+                if last or (self.log_every and (k + 1) % self.log_every == 0):
+                    self.log_row("predict", batch_idx, k, self.stats_to_log(stats, solve))
 
             try:
                 state = self.solver.run(y, op, self.prior, self.solver_generators(batch), callback=callback)

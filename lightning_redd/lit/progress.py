@@ -80,7 +80,7 @@ class RestorationProgressBar(ProgressBar):
         self._open(trainer, pl_module, trainer.predict_dataloaders)
 
     def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        self._batch_done(len(batch["name"]))
+        self._batch_done(0 if bool(batch["pad"][0]) else len(batch["name"]))
 
     def on_predict_end(self, trainer, pl_module) -> None:
         self._close()

@@ -5,14 +5,21 @@ SLURM sends ``SIGUSR1`` ahead of a job's time limit when the job asks for it
 Lightning's own handler (``SLURMEnvironment(auto_requeue=True)``) saves a checkpoint and
 requeues at once, mid-batch; a restoration has nothing worth checkpointing (the prior is
 frozen, ``mu`` is per batch), and what is finished is already on disk, image by image. So
-:class:`RequeueOnSignal` replaces that handler while the Trainer runs: on the signal it only
-sets a flag; before the next batch starts (the previous one is then fully written) every rank
-stops, and rank 0 runs ``scontrol requeue`` when the process runs under SLURM. The requeued job
-re-runs the same command in the same folder, which skips the finished images.
+:class:`RequeueOnSignal` replaces that handler while the Trainer runs (and takes over a signal
+that arrived during start-up, see :mod:`lightning_redd.lit.signals`): on the signal it only sets
+a flag. At the start of every batch the ranks agree on stopping (one small all-reduce: stop if
+any rank received the signal), so they all stop at the same boundary, each having finished
+and written the batch it was on; then rank 0 runs ``scontrol requeue`` when the process runs
+under SLURM. The requeued job re-runs the same command in the same folder, which skips the
+finished images.
 
-``fit`` stops through ``trainer.should_stop`` at the first step of a batch (the ranks agree
-through a collective, because Lightning's training loop needs them to take the same steps);
-``predict`` raises :class:`Requeued`, which the CLI turns into exit status 0.
+The agreement is a collective, so every rank must reach the start of as many batches: ``fit``
+pads the ranks with fewer images with no-op steps (Lightning's training loop needs equal step
+counts anyway), and ``predict`` pads them with no-op batches the same way (a rank with no
+pending image at all still takes part). ``fit`` stops through ``trainer.should_stop`` (its end
+hooks then merge ``metrics.csv``); ``predict`` raises :class:`Requeued` on every rank, which
+the CLI turns into exit status 0. A signal that arrives after the last batch started stops
+nothing: the run finishes, and no requeue is needed.
 """
 from __future__ import annotations
 
@@ -52,7 +59,9 @@ class RequeueOnSignal(L.Callback):
         self.requested = True
 
     def _install(self) -> None:
-        self.requested = False
+        from lightning_redd.lit import signals
+
+        self.requested = signals.take()  # a signal received during start-up counts
         if hasattr(signal, "SIGUSR1"):
             self._previous = signal.signal(self.signum, self._handler)
 
@@ -78,17 +87,23 @@ class RequeueOnSignal(L.Callback):
             rank_zero_info(f"lightning-redd: signal {self.signum} received; stopping after the finished batches. "
                            "Re-run the same command to restore the rest.")
 
+    def agree(self, trainer: L.Trainer) -> bool:
+        """Whether any rank received the signal (every rank must call this at the same point)."""
+        if trainer.world_size == 1:
+            return self.requested
+        return bool(trainer.strategy.reduce_boolean_decision(self.requested, all=False))
+
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         repeats = max(1, int(pl_module.num_iterates))
         if batch_idx % repeats:
             return
         # every rank is at the first step of a batch here (equal step counts): agree on stopping
-        stop = trainer.strategy.reduce_boolean_decision(self.requested, all=False)
-        if stop and not trainer.should_stop:
+        if self.agree(trainer) and not trainer.should_stop:
             self._stop(trainer)
             trainer.should_stop = True
 
     def on_predict_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
-        if self.requested:
+        # every rank starts as many batches (padded): each has written the batch before this one
+        if self.agree(trainer):
             self._stop(trainer)
             raise Requeued(f"stopped before batch {batch_idx} on signal {self.signum}")

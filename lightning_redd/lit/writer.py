@@ -13,7 +13,10 @@ run's manifest by one durable append before the first of them is written.
 
 On rank 0 the run holds the folder's lock from its start to its end (the CLI takes it before
 its checks end; in plain Lightning code the writer takes it when the loop starts) and, having
-taken it, cleans what an interrupted run left (:meth:`RunFolder.start`).
+taken it, cleans what an interrupted run left (:meth:`RunFolder.start`). Under several processes
+every rank then reads the lock file and all compare it with rank 0's random token: an output
+folder that is not the same folder for every process (a node-local disk) is refused on every
+rank before any compute (:mod:`lightning_redd.runs.shared`).
 
 At the end of the run every rank waits for the others; rank 0 then writes ``metrics.csv``
 from all records (one row per image, whatever the number of processes), the dataset-level
@@ -33,7 +36,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning_redd import pictures
 from lightning_redd.lit.restored import Restored
 from lightning_redd.metrics.scorer import Scorer
-from lightning_redd.runs import lock
+from lightning_redd.runs import lock, shared
 from lightning_redd.runs.folder import (
     METRICS, SUMMARY, RunFolder, arrays_bytes, arrays_file, image_file, png_bytes, record_bytes, record_file,
 )
@@ -65,6 +68,7 @@ class RestorationWriter(L.Callback):
         self.save_measured, self.save_grids, self.plot = save_measured, save_grids, plot
         self.run: RunFolder | None = None
         self._holds_lock = False
+        self._checked = False  # the start's checks ran (once per run)
         self.written = 0
         self.label = "solver"  # the solver's, from the batches (plot title)
         #: set at the end of a run (on every rank): counts, diverged names, mean scores, dataset metrics, the folder
@@ -77,10 +81,23 @@ class RestorationWriter(L.Callback):
         """Build the scorer's networks (a missing weight file stops the run before any compute)."""
         self.scorer.build()
         self.run, self.written, self.summary = RunFolder(self.root(trainer), rank=trainer.global_rank), 0, None
+        self._checked = False
 
     def _start(self, trainer: L.Trainer) -> None:
-        """Rank 0, as the loop starts: hold the folder's lock for the run; a fresh hold (not the
-        CLI's) also cleans what an interrupted run left."""
+        """As the loop starts (every rank): rank 0 holds the folder's lock for the run (a fresh
+        hold, not the CLI's, also cleans what an interrupted run left); then, under several
+        processes, every rank proves it sees the lock file rank 0 wrote (else all refuse)."""
+        if self._checked:
+            return
+        self._take_lock(trainer)
+        if trainer.world_size > 1:
+            token = trainer.strategy.broadcast(lock.token(self.run.root) if trainer.is_global_zero else None, src=0)
+            views = [None] * trainer.world_size
+            torch.distributed.all_gather_object(views, shared.my_view(self.run.root, token))
+            shared.check(self.run.root, [tuple(v) for v in views])
+        self._checked = True
+
+    def _take_lock(self, trainer: L.Trainer) -> None:
         if not trainer.is_global_zero or self._holds_lock:
             return
         fresh = not lock.held(self.run.root)

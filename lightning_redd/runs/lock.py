@@ -19,6 +19,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import secrets
 import socket
 import sys
 import time
@@ -114,7 +115,7 @@ def acquire(root: str | os.PathLike) -> dict | None:
     try:
         _wait_for(fd, Path(root))
         left = _read(fd) or None
-        me = {"pid": os.getpid(), "host": socket.gethostname(),
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "token": secrets.token_hex(8),
               "started": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"), "command": " ".join(sys.argv)[:500]}
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(me) + "\n").encode("utf-8"), 0)
@@ -153,6 +154,26 @@ def release(root: str | os.PathLike) -> None:
         pass
     finally:
         os.close(hold.fd)
+
+
+def token(root: str | os.PathLike) -> str | None:
+    """The random token this process wrote into the lock file of ``root`` when it took the lock
+    (None if it holds no lock there): the other ranks read the file to prove they see the same
+    folder (:mod:`lightning_redd.runs.shared`)."""
+    hold = _HELD.get(_key(root))
+    return _read(hold.fd).get("token") if hold is not None else None
+
+
+def read_token(root: str | os.PathLike) -> str | None:
+    """The token in the lock file of ``root`` as this process sees it (None: no file, no token)."""
+    try:
+        fd = os.open(Path(root) / LOCK_FILE, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        return _read(fd).get("token")
+    finally:
+        os.close(fd)
 
 
 def held(root: str | os.PathLike) -> bool:

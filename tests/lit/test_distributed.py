@@ -79,7 +79,8 @@ def test_a_run_started_on_one_process_finishes_on_two(one_process, tmp_path):
 
 def test_two_processes_give_the_same_metric_table(tmp_path, alexnet_weights, inception_weights, resnet_weights):
     """Every metric (per-image psnr, ssim, lpips, top1; dataset-level kid, fid) from 1 and 2
-    processes, on the tiny prior with batch 1 (so both runs restore every image alone)."""
+    processes, on the tiny prior with batch 1 (so both runs restore every image alone); the CSV
+    log and plots/psnr.png hold every rank's batches (the same as 1 process)."""
     import json
 
     from helpers import make_images, tiny_args
@@ -94,7 +95,8 @@ def test_two_processes_give_the_same_metric_table(tmp_path, alexnet_weights, inc
     outs = {}
     for n in (1, 2):
         outs[n] = tmp_path / f"p{n}"
-        argv = tiny_args(outs[n], images, *metrics, "--trainer.devices", str(n), "--trainer.strategy", "ddp", size=32, steps=4)
+        argv = tiny_args(outs[n], images, *metrics, "--trainer.devices", str(n), "--trainer.strategy", "ddp",
+                         "--trainer.logger", "true", size=32, steps=4)
         proc = subprocess.run([sys.executable, "-m", "lightning_redd.lit.cli", *argv], cwd=ROOT / "tests",
                               capture_output=True, text=True, timeout=900)
         assert proc.returncode == 0, proc.stderr[-4000:]
@@ -104,3 +106,11 @@ def test_two_processes_give_the_same_metric_table(tmp_path, alexnet_weights, inc
     s1, s2 = (json.loads((outs[n] / "summary.json").read_text())["dataset"] for n in (1, 2))
     # Inception features are float32 and the two runs use 2 vs 1 CPU threads: measured 7e-7 relative
     assert set(s1) >= {"kid", "fid", "top1"} and s1 == pytest.approx(s2, rel=1e-5, abs=1e-8)
+    # the CSV log and the plot cover every rank's batches: rank r's j-th batch is logged at the
+    # step of batch g = 2j + r (here image g), as the 1-process run logs image g's batch
+    logs = {n: list(csv.DictReader(open(outs[n] / "logs" / "version_0" / "metrics.csv", newline=""))) for n in (1, 2)}
+    assert [r["step"] for r in logs[2] if r.get("predict/psnr")] == ["3", "7", "11", "15"]
+    assert [{k: v for k, v in r.items() if k.startswith("predict/") or k == "step"} for r in logs[2]] == \
+        [{k: v for k, v in r.items() if k.startswith("predict/") or k == "step"} for r in logs[1]]
+    assert (outs[2] / "plots" / "psnr.png").read_bytes() == (outs[1] / "plots" / "psnr.png").read_bytes()
+
