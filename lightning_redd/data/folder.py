@@ -23,7 +23,7 @@ takes measurements ``y``. Neither asks the LightningModule anything: the iterate
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -81,6 +81,10 @@ class ImageFolderDataset(Dataset):
         """Each image's ``(H, W)`` for the batch sampler (None: all one size)."""
         return [self.image_hw(i) for i in range(len(self.files))] if self.resize == "none" else None
 
+    def read_params(self, i: int, hw: tuple[int, int]) -> dict:
+        """Image ``i``'s parameter tensors at image size ``hw`` (none without parameter files)."""
+        return self.params.read(self.files[i].stem, hw, *self.fit(i)) if self.params else {}
+
     def tensors(self, i: int) -> dict:
         """Image ``i``'s tensors: ``x`` and, with parameter files, its ``params``."""
         out = {"x": load_image(self.files[i], self.image_size, self.channels, self.resize)}
@@ -137,6 +141,9 @@ class FolderData(L.LightningDataModule):
             ``KernelBlur``: ``<folder>/<image stem>.<ext>``, read as the operator declares.
         file_params: the operator's declaration of those files (``operator.file_params()``;
             the CLI links it from the model).
+        output_shape: the operator's ``output_shape`` (``(C, H, W)`` -> one measurement's shape;
+            the CLI links it from the model); measured data with ``resize: none`` finds each
+            measurement's image size with it (unused otherwise).
     """
 
     def __init__(
@@ -155,6 +162,7 @@ class FolderData(L.LightningDataModule):
         repeats: int | None = None,
         param_folders: dict[str, str] | None = None,
         file_params: Mapping[str, Any] | None = None,
+        output_shape: Callable[[Sequence[int]], Sequence[int]] | None = None,
     ) -> None:
         super().__init__()
         if resize not in RESIZE_MODES:
@@ -175,6 +183,7 @@ class FolderData(L.LightningDataModule):
         folders = {k: resources.resolve_data(v) for k, v in (param_folders or {}).items()}
         self.params = ParamFiles(file_params, folders)
         self.dataset: ImageFolderDataset | None = None
+        self.output_shape = output_shape
 
     # ------------------------------------------------------------------ checks
     @property

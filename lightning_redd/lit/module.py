@@ -131,6 +131,7 @@ class RestorationModule(L.LightningModule):
             self.check_sizes(data)
             return
         if data.measurement_shape is None:
+            self.check_sizes(data)  # measurements at their own sizes (resize none): each size's image
             return
         params = data.first_params()
         try:
@@ -154,7 +155,7 @@ class RestorationModule(L.LightningModule):
         problems = []
         for (h, w), members in groups.items():
             first = members[0]
-            params = dataset.params.read(dataset.files[first].stem, (h, w), *dataset.fit(first)) if dataset.params else None
+            params = dataset.read_params(first, (h, w)) or None
             try:
                 self.measurement_shape((dataset.channels, h, w), params)
             except ValueError as err:

@@ -55,6 +55,7 @@ def rows(root: Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
+@pytest.mark.slow
 def test_images_keep_their_sizes_and_batches_hold_one_size(tmp_path, monkeypatch):
     """Six images of four sizes, batch 2 (synthetic degradation, ``fit``): every restored PNG has
     its file's size, no batch mixes sizes, a size group's images share batches in index order,
@@ -74,6 +75,7 @@ def test_images_keep_their_sizes_and_batches_hold_one_size(tmp_path, monkeypatch
     assert len(made) == 3 and all(k["tile_batch"] == 3 and k["overlap"] == 2 for k in made)  # 20x24, 24x40, 21x35; not 16x16
 
 
+@pytest.mark.slow
 def test_batch_mates_and_batch_size_do_not_matter(tmp_path, monkeypatch):
     """The same mixed folder in batches of 1 and of 3: every image's estimate equals (measured:
     bit for bit; bound 1e-6) and the PNGs are identical."""
@@ -91,6 +93,7 @@ def test_batch_mates_and_batch_size_do_not_matter(tmp_path, monkeypatch):
     assert output_files(tmp_path / "b1")["restored/b.png"] == output_files(tmp_path / "b3")["restored/b.png"]
 
 
+@pytest.mark.slow
 def test_an_image_of_the_prior_s_size_is_restored_as_without_resize_none(tmp_path):
     """16x16 images at a 16 px prior: ``resize: none`` gives byte for byte the default run's
     files (the module uses the prior itself at its own size)."""
@@ -100,6 +103,7 @@ def test_an_image_of_the_prior_s_size_is_restored_as_without_resize_none(tmp_pat
     assert output_files(tmp_path / "none") == output_files(tmp_path / "default")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("solver", ["red_diff.RedDiff", "dps.DPS"])
 def test_closed_form_the_tiled_run_equals_the_untiled_run(tmp_path, monkeypatch, solver):
     """The analytic Gaussian prior (independent pixels) declared 16 px, so the module tiles it at
@@ -119,6 +123,7 @@ def test_closed_form_the_tiled_run_equals_the_untiled_run(tmp_path, monkeypatch,
         torch.testing.assert_close(out["tiled"][name], out["plain"][name], rtol=0, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_sizes_the_operator_refuses_are_named_before_compute(tmp_path, capsys):
     """Block SR x4 on images of 20x24, 21x35 and 24x40: the 21x35 image is named with the
     operator's fix, nothing is written."""
@@ -131,3 +136,52 @@ def test_sizes_the_operator_refuses_are_named_before_compute(tmp_path, capsys):
     assert "f.png: 35x21" in message and "a.png" not in message and "b.png" not in message
     assert "data.resize none" in message and "20" in message  # the nearest size the factor divides
     assert not (tmp_path / "out" / "restored").exists()
+
+
+@pytest.mark.slow
+def test_measurements_of_mixed_sizes_are_restored_at_the_sizes_they_come_from(tmp_path, monkeypatch):
+    """Block SR x4 measurements (float64 ``.npy``) of 20x24, 24x40 and 16x16 images in one folder,
+    ``data.resize none``: each restored at 4 times its measurement's size, equal (bound 1e-5) to
+    the synthetic run of the clean images; one metrics row per measurement."""
+    import numpy as np
+
+    from lightning_redd.data.images import load_image
+    from lightning_redd.data.measured import write_measurement
+    from lightning_redd.operators.super_resolution import BlockAverageSR
+
+    sizes = {"a": (20, 24), "b": (24, 40), "d": (16, 16), "e": (24, 40)}
+    images = mixed_folder(tmp_path / "in", sizes)
+    (tmp_path / "y").mkdir()
+    for name in sizes:
+        x = load_image(images / f"{name}.png", 0, 3, "none")[None]
+        write_measurement(tmp_path / "y" / f"{name}.npy", BlockAverageSR(factor=4, sigma_y=0.0).bind([0], x.shape[1:]).measure(x, [None])[0])
+    common = ("--data.resize", "none", "--data.batch_size", "2", "--model.prior", "helpers.SizedConvPrior",
+              "--model.operator", "lightning_redd.operators.super_resolution.BlockAverageSR",
+              "--model.operator.init_args.factor", "4", "--model.operator.init_args.sigma_y", "0.0")
+    seen = capture(monkeypatch)
+    cli(tiny_args(tmp_path / "synthetic", images, *common, steps=3))
+    synthetic = written(seen)
+    seen.clear()
+    cli(tiny_args(tmp_path / "measured", tmp_path / "y", *common, "--data", "lightning_redd.data.measured.MeasuredFolderData",
+                  "--data.root", str(tmp_path / "y"), "--data.ground_truth", str(images), steps=3))
+    measured = written(seen)
+    for name, (h, w) in sizes.items():
+        assert measured[name].shape[-2:] == (h, w)
+        torch.testing.assert_close(measured[name], synthetic[name], rtol=0, atol=1e-5)
+    assert [r["name"] for r in rows(tmp_path / "measured")] == sorted(sizes)
+    assert np.isfinite([float(r["psnr"]) for r in rows(tmp_path / "measured")]).all()
+
+
+def test_the_image_size_of_a_measurement_is_found_or_refused():
+    """Block SR, phase retrieval (rounded padding) and an operator that makes no odd side."""
+    from lightning_redd.data.measured import image_size_for
+    from lightning_redd.operators.phase_retrieval import PhaseRetrieval
+    from lightning_redd.operators.super_resolution import BlockAverageSR
+
+    sr = BlockAverageSR(factor=4)
+    assert image_size_for(sr.output_shape, 3, 64, (5, 9)) == (20, 36)
+    pr = PhaseRetrieval()
+    for hw in ((20, 24), (21, 35), (64, 64)):
+        made = tuple(pr.output_shape((3, *hw))[1:])
+        assert tuple(pr.output_shape((3, *image_size_for(pr.output_shape, 3, 64, made)))[1:]) == made
+    assert image_size_for(lambda s: (s[0], 2 * s[1], 2 * s[2]), 3, 64, (7, 8)) is None
