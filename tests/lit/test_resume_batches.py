@@ -103,3 +103,20 @@ def test_a_mixed_size_folder_on_two_processes_equals_one(tmp_path):
     one, two = output_files(outs[1]), output_files(outs[2])
     assert {k: v for k, v in one.items() if not k.startswith("grids/")} == {k: v for k, v in two.items() if not k.startswith("grids/")}
     assert (outs[2] / "metrics.csv").read_text().count("\n") == 1 + 4
+
+
+@pytest.mark.multiprocess
+def test_fewer_pending_images_than_processes_pads_predict(tmp_path):
+    """One image on two processes (``predict``): rank 1's share is empty, so it takes one padding
+    step (no compute, no output) instead of holding an empty loader; the image equals the
+    one-process run's byte for byte."""
+    images = make_images(tmp_path / "in", n=1)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(TESTS)])}
+    outs = {}
+    for n in (1, 2):
+        outs[n] = tmp_path / f"p{n}"
+        args = tiny_args(outs[n], images, "--trainer.devices", str(n), "--trainer.strategy", "ddp", steps=3)
+        proc = subprocess.run([sys.executable, "-m", "lightning_redd.lit.cli", *args], cwd=TESTS, env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    assert output_files(outs[2]) == output_files(outs[1])
