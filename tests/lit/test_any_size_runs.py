@@ -185,3 +185,25 @@ def test_the_image_size_of_a_measurement_is_found_or_refused():
         made = tuple(pr.output_shape((3, *hw))[1:])
         assert tuple(pr.output_shape((3, *image_size_for(pr.output_shape, 3, 64, made)))[1:]) == made
     assert image_size_for(lambda s: (s[0], 2 * s[1], 2 * s[2]), 3, 64, (7, 8)) is None
+
+
+@pytest.mark.slow
+def test_every_metric_scores_images_at_their_own_size(tmp_path, alexnet_weights, inception_weights, resnet_weights):
+    """psnr, ssim, lpips, top1 per image and kid, fid over the run, on images of two sizes (32x40
+    and 40x56; LPIPS-alex needs 31 px a side): one row per image, finite per-image scores, dataset
+    metrics present (Inception and the classifier resize internally, the others score at full size)."""
+    import json
+
+    sizes = {"a": (32, 40), "b": (40, 56)}
+    images = mixed_folder(tmp_path / "in", sizes)
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps({n: i for i, n in enumerate(sizes)}))
+    cli(tiny_args(tmp_path / "out", images, "--data.resize", "none", "--model.prior", "helpers.SizedConvPrior", "--metrics.names=[psnr,ssim,lpips,top1,kid,fid]",
+                  f"--metrics.lpips_weights={alexnet_weights}", f"--metrics.inception_weights={inception_weights}",
+                  "--metrics.classifier=resnet18.tv_in1k", f"--metrics.classifier_weights={resnet_weights}",
+                  f"--metrics.labels={labels}", steps=2))
+    table = rows(tmp_path / "out")
+    assert [r["name"] for r in table] == sorted(sizes)
+    assert all(np.isfinite(float(r[k])) for r in table for k in ("psnr", "ssim", "lpips", "top1"))
+    dataset = json.loads((tmp_path / "out" / "summary.json").read_text())["dataset"]
+    assert {"kid", "fid"} <= {k.split("_")[0] for k in dataset}
