@@ -85,7 +85,8 @@ def test_crash_after_each_record_of_a_batch_then_rerun_is_byte_identical(tmp_pat
 
 
 @pytest.mark.multiprocess
-def test_a_mixed_size_folder_on_two_processes_equals_one(tmp_path):
+@pytest.mark.parametrize("subcommand", ["predict", "fit"])
+def test_a_mixed_size_folder_on_two_processes_equals_one(tmp_path, subcommand):
     """``--trainer.devices 2`` (gloo) on the mixed folder, batch 2: the two ranks take whole
     size-group shares; every file but the grids (batches differ: each rank batches its own share)
     equals the one-process run's byte for byte (measured; the tiny network's per-image results do
@@ -95,7 +96,8 @@ def test_a_mixed_size_folder_on_two_processes_equals_one(tmp_path):
     for n in (1, 2):
         outs[n] = tmp_path / f"p{n}"
         args = tiny_args(outs[n], images, "--data.batch_size", "2", "--data.resize", "none", "--model.prior",
-                         "helpers.SizedConvPrior", "--trainer.devices", str(n), "--trainer.strategy", "ddp", steps=3)
+                         "helpers.SizedConvPrior", "--trainer.devices", str(n), "--trainer.strategy", "ddp", steps=3,
+                         subcommand=subcommand)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(TESTS)])}
         proc = subprocess.run([sys.executable, "-m", "lightning_redd.lit.cli", *args], cwd=TESTS, env=env,
                               capture_output=True, text=True, timeout=600)
