@@ -10,16 +10,17 @@ does not depend on batch layout, process count or resume.
 
 Before any compute (``setup``) every file is decoded and the output folder is checked
 (writable, apart from the inputs, not holding a foreign ``metrics.csv``); all problems are
-reported in one error. Images already finished in the output folder are left out, so
-re-running a command finishes an interrupted run; under several processes each rank takes
-its own disjoint share (:mod:`lightning_redd.data.sampling`).
+reported in one error. Images already finished in the output folder are not written again
+(a batch of only finished images is skipped, a partly finished one solved whole), so
+re-running a command finishes an interrupted run byte for byte; under several processes each
+rank takes its own disjoint share (:mod:`lightning_redd.data.sampling`).
 
 :class:`FolderData` holds what every folder of inputs shares (sharding, resume, the checks,
 the operator's parameter files); :class:`ImageFolderData` takes clean images, degraded
 synthetically by the module, and :class:`lightning_redd.data.measured.MeasuredFolderData`
 takes measurements ``y``. Neither asks the LightningModule anything: the iterate count
-(``repeats``) and the operator's file parameters (``file_params``) are constructor arguments
-(the CLI links them from the model).
+(``repeats``), the operator's file parameters (``file_params``) and its ``output_shape`` are
+constructor arguments (the CLI links them from the model).
 """
 from __future__ import annotations
 
