@@ -149,3 +149,26 @@ class PoisonedInpainting(LinearOperator):
 
     def pinv(self, y):
         return y * self.mask
+
+
+class SizedConvPrior(ConvPrior):
+    """:class:`ConvPrior` declared as trained on ``image_size`` squares: the module evaluates it
+    by tiles at other sizes (its zero padding marks every tile edge)."""
+
+    def __init__(self, image_size: int = 16, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.image_size = int(image_size)
+
+
+class SizedGaussianPrior(DiffusionPrior):
+    """The analytic Gaussian prior declared as trained on ``image_size`` squares: tiled at other
+    sizes, which changes nothing for its independent pixels (the closed form of tiling)."""
+
+    def __init__(self, image_size: int = 16, mean: float = 0.1, std: float = 0.5) -> None:
+        from lightning_redd.priors.gaussian import GaussianPrior
+
+        super().__init__(channels=3, image_size=image_size)
+        self.inner = GaussianPrior(mean=mean, std=std)
+
+    def predict_eps(self, x_t, t):
+        return self.inner.predict_eps(x_t, t)

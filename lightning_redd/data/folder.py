@@ -1,27 +1,30 @@
 """A folder of images as a DataModule: the only place pixels move from files to tensors.
 
-Each batch is a dict: ``x`` ``(B, C, S, S)`` in ``[-1, 1]``, ``index`` (the images' positions
-in the sorted file list), ``seed`` (the run's seed), ``name`` (the files' stems), ``iterate``
-and ``pad`` (``fit``'s bookkeeping). The Lightning module draws each image's operator
+Each batch is a dict: ``x`` ``(B, C, S, S)`` in ``[-1, 1]`` (``resize: none``: ``(B, C, H, W)``,
+the images' own size, one size per batch), ``index`` (the images' positions in the sorted file
+list), ``seed`` (the run's seed), ``name`` (the files' stems), ``iterate`` and ``pad`` (``fit``'s
+bookkeeping) and ``keep`` (``(B,)`` bool: the members to write; a resumed batch solves its
+finished members again but does not write them). The Lightning module draws each image's operator
 parameters, measurement noise and solver noise from ``(seed, index)``, so an image's result
 does not depend on batch layout, process count or resume.
 
 Before any compute (``setup``) every file is decoded and the output folder is checked
 (writable, apart from the inputs, not holding a foreign ``metrics.csv``); all problems are
-reported in one error. Images already finished in the output folder are left out, so
-re-running a command finishes an interrupted run; under several processes each rank takes
-its own disjoint share (:mod:`lightning_redd.data.sampling`).
+reported in one error. Images already finished in the output folder are not written again
+(a batch of only finished images is skipped, a partly finished one solved whole), so
+re-running a command finishes an interrupted run byte for byte; under several processes each
+rank takes its own disjoint share (:mod:`lightning_redd.data.sampling`).
 
 :class:`FolderData` holds what every folder of inputs shares (sharding, resume, the checks,
 the operator's parameter files); :class:`ImageFolderData` takes clean images, degraded
 synthetically by the module, and :class:`lightning_redd.data.measured.MeasuredFolderData`
 takes measurements ``y``. Neither asks the LightningModule anything: the iterate count
-(``repeats``) and the operator's file parameters (``file_params``) are constructor arguments
-(the CLI links them from the model).
+(``repeats``), the operator's file parameters (``file_params``) and its ``output_shape`` are
+constructor arguments (the CLI links them from the model).
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -49,7 +52,7 @@ class InputFolderNotFound(InputProblems, FileNotFoundError):
 
 
 class ImageFolderDataset(Dataset):
-    """Batches of images keyed by lists of ``(index, iterate, pad)`` (see :class:`ShardedBatches`)."""
+    """Batches of images keyed by lists of ``(index, iterate, pad, done)`` (see :class:`ShardedBatches`)."""
 
     def __init__(self, files: Sequence[Path], image_size: int, channels: int, seed: int, resize: str,
                  params: ParamFiles | None = None, sizes: dict[Path, tuple[int, int]] | None = None) -> None:
@@ -62,16 +65,32 @@ class ImageFolderDataset(Dataset):
 
     def fit(self, i: int) -> tuple:
         """``(fit, source size (h, w))``: the crop and resize that turn image ``i``'s file into
-        the square the solver sees, for a parameter file of the source's size (nearest)."""
+        the image the solver sees, for a parameter file of the source's size (nearest)."""
         path = self.files[i]
         w, h = self.sizes.get(path, (0, 0))
         return (lambda im: crop_resize(im, self.image_size, self.resize, path, Image.Resampling.NEAREST)), (h, w)
+
+    def image_hw(self, i: int) -> tuple[int, int]:
+        """``(H, W)`` of image ``i`` as the solver sees it: ``image_size`` square, or (``resize:
+        none``) the file's own upright size."""
+        if self.resize == "none":
+            w, h = self.sizes[self.files[i]]
+            return int(h), int(w)
+        return self.image_size, self.image_size
+
+    def size_keys(self) -> list[tuple[int, int]] | None:
+        """Each image's ``(H, W)`` for the batch sampler (None: all one size)."""
+        return [self.image_hw(i) for i in range(len(self.files))] if self.resize == "none" else None
+
+    def read_params(self, i: int, hw: tuple[int, int]) -> dict:
+        """Image ``i``'s parameter tensors at image size ``hw`` (none without parameter files)."""
+        return self.params.read(self.files[i].stem, hw, *self.fit(i)) if self.params else {}
 
     def tensors(self, i: int) -> dict:
         """Image ``i``'s tensors: ``x`` and, with parameter files, its ``params``."""
         out = {"x": load_image(self.files[i], self.image_size, self.channels, self.resize)}
         if self.params:
-            out["params"] = self.params.read(self.files[i].stem, (self.image_size, self.image_size), *self.fit(i))
+            out["params"] = self.params.read(self.files[i].stem, self.image_hw(i), *self.fit(i))
         return out
 
     def batch_tensors(self, indices: tuple[int, ...]) -> dict:
@@ -92,6 +111,7 @@ class ImageFolderDataset(Dataset):
             "name": [self.files[i].stem for i in indices],
             "iterate": torch.tensor([int(k[1]) for k in keys], dtype=torch.long),
             "pad": torch.tensor([bool(k[2]) for k in keys], dtype=torch.bool),
+            "keep": torch.tensor([not (len(k) > 3 and k[3]) for k in keys], dtype=torch.bool),
         }
 
 
@@ -104,7 +124,9 @@ class FolderData(L.LightningDataModule):
         image_size: side of the square images the prior expects (e.g. 64 for the embedded
             prior, 256 for the ADM ImageNet/FFHQ models).
         resize: how an image (or ground truth) becomes ``image_size`` square:
-            center_crop_resize, resize, center_crop.
+            center_crop_resize, resize, center_crop; or ``none``: kept at its own ``H x W``
+            (the module evaluates the prior at that size by tiles, :mod:`lightning_redd.priors.tiled`;
+            images of several sizes are batched by size, :mod:`lightning_redd.data.sampling`).
         channels: 3 (RGB) or 1 (grayscale).
         batch_size: images restored together per process (results do not depend on it).
         seed: run seed; image ``i`` draws all its randomness from ``(seed, i)``.
@@ -120,6 +142,9 @@ class FolderData(L.LightningDataModule):
             ``KernelBlur``: ``<folder>/<image stem>.<ext>``, read as the operator declares.
         file_params: the operator's declaration of those files (``operator.file_params()``;
             the CLI links it from the model).
+        output_shape: the operator's ``output_shape`` (``(C, H, W)`` -> one measurement's shape;
+            the CLI links it from the model); measured data with ``resize: none`` finds each
+            measurement's image size with it (unused otherwise).
     """
 
     def __init__(
@@ -127,7 +152,7 @@ class FolderData(L.LightningDataModule):
         *,
         root: str,
         image_size: int = 64,
-        resize: Literal["center_crop_resize", "resize", "center_crop"] = "center_crop_resize",
+        resize: Literal["center_crop_resize", "resize", "center_crop", "none"] = "center_crop_resize",
         channels: int = 3,
         batch_size: int = 4,
         seed: int = 0,
@@ -138,6 +163,7 @@ class FolderData(L.LightningDataModule):
         repeats: int | None = None,
         param_folders: dict[str, str] | None = None,
         file_params: Mapping[str, Any] | None = None,
+        output_shape: Callable[[Sequence[int]], Sequence[int]] | None = None,
     ) -> None:
         super().__init__()
         if resize not in RESIZE_MODES:
@@ -158,6 +184,7 @@ class FolderData(L.LightningDataModule):
         folders = {k: resources.resolve_data(v) for k, v in (param_folders or {}).items()}
         self.params = ParamFiles(file_params, folders)
         self.dataset: ImageFolderDataset | None = None
+        self.output_shape = output_shape
 
     # ------------------------------------------------------------------ checks
     @property
@@ -198,7 +225,7 @@ class FolderData(L.LightningDataModule):
             self.dataset = self.check()
 
     #: batch entries the module reads on the host every step: kept on the CPU (no device sync per iterate)
-    HOST_KEYS = ("pad", "iterate", "index", "seed", "name", "shape")
+    HOST_KEYS = ("pad", "iterate", "index", "seed", "name", "shape", "keep")
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
         """Only the tensors the solve uses go to the device; the bookkeeping stays on the host."""
@@ -209,9 +236,9 @@ class FolderData(L.LightningDataModule):
         return {**moved, **host}
 
     # ------------------------------------------------------------------ what to restore
-    def pending_indices(self) -> list[int]:
-        """Indices not yet finished in the output folder (read once on rank 0 and broadcast,
-        so every rank shards the same list)."""
+    def finished_indices(self) -> set[int]:
+        """Indices already finished in the output folder (read once on rank 0 and broadcast,
+        so every rank forms the same batches)."""
         assert self.dataset is not None
         trainer = self.trainer
         done: set[str] = set()
@@ -219,12 +246,18 @@ class FolderData(L.LightningDataModule):
             done = self.run_folder.finished([f.stem for f in self.dataset.files])
         if trainer is not None and trainer.world_size > 1:
             done = trainer.strategy.broadcast(done, src=0)
-        return [i for i, f in enumerate(self.dataset.files) if f.stem not in done]
+        return {i for i, f in enumerate(self.dataset.files) if f.stem in done}
+
+    def pending_indices(self) -> list[int]:
+        """Indices not yet finished in the output folder."""
+        done = self.finished_indices()
+        return [i for i in range(len(self.dataset.files)) if i not in done]
 
     def _sampler(self, repeats: int, pad: bool) -> ShardedBatches:
         world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
-        return ShardedBatches(self.dataset, self.pending_indices(), batch_size=self.batch_size, repeats=repeats,
-                              num_replicas=world, rank=rank, pad=pad)
+        return ShardedBatches(self.dataset, range(len(self.dataset.files)), batch_size=self.batch_size, repeats=repeats,
+                              num_replicas=world, rank=rank, pad=pad, done=self.finished_indices(),
+                              sizes=self.dataset.size_keys())
 
     def _loader(self, sampler: ShardedBatches) -> DataLoader:
         return DataLoader(self.dataset, batch_size=None, sampler=sampler, num_workers=self.num_workers)
@@ -248,16 +281,19 @@ class FolderData(L.LightningDataModule):
 class ImageFolderData(FolderData):
     """Clean images of one folder, each degraded synthetically by the module's operator and
     restored (see :class:`FolderData` for the arguments): png/jpg/... files, centre-cropped and
-    resized to ``image_size`` (``resize``); parameter files (e.g. masks) of an image's source
-    size get the same crop and resize (nearest neighbour), or are of ``image_size``."""
+    resized to ``image_size`` (``resize``), or at their own size (``resize: none``); parameter
+    files (e.g. masks) of an image's source size get the same crop and resize (nearest
+    neighbour), or are of the size the solver sees."""
 
     def check(self) -> ImageFolderDataset:
-        report = check_folder(self.root, image_size=self.image_size, skip_non_images=self.skip_non_images, limit=self.limit)
+        size = 0 if self.resize == "none" else self.image_size  # no "upscaled" note: nothing is resized
+        report = check_folder(self.root, image_size=size, skip_non_images=self.skip_non_images, limit=self.limit)
         dataset = ImageFolderDataset(report.files, self.image_size, self.channels, self.seed, self.resize,
                                      self.params, report.sizes)
         stems = [f.stem for f in report.files]
         fits = {f.stem: dataset.fit(i) for i, f in enumerate(report.files)}
-        problems = report.problems + self.params.problems(stems, (self.image_size, self.image_size), fits)
+        sizes = {f.stem: dataset.image_hw(i) for i, f in enumerate(report.files)}
+        problems = report.problems + self.params.problems(stems, sizes, fits)
         self.raise_problems(problems + self.run_folder.problems(self.input_folders()))
         self.log_notes(report.notes + self.params.notes(stems))
         return dataset

@@ -35,7 +35,7 @@ from PIL import Image
 from lightning_redd.data.decoding import ImageFileError, decode_file, upright_size  # noqa: F401 (re-exported)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
-RESIZE_MODES = ("center_crop_resize", "resize", "center_crop")
+RESIZE_MODES = ("center_crop_resize", "resize", "center_crop", "none")
 _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
 SUBFOLDERS = "subfolder(s) skipped (folders are not searched recursively)"
 _CONVERTED = {"RGBA": "alpha channel dropped", "LA": "alpha channel dropped", "PA": "alpha channel dropped",
@@ -73,8 +73,10 @@ def open_pixels(path: Path) -> tuple[Image.Image, list[str]]:
 
 def crop_resize(im: Image.Image, size: int, mode: str, path: Path, resample=Image.Resampling.BICUBIC) -> Image.Image:
     """The ``size x size`` view of ``im`` that ``load_image`` takes (``resample``: bicubic for
-    images, nearest for masks)."""
+    images, nearest for masks); ``none``: ``im`` itself."""
     w, h = im.size
+    if mode == "none":
+        return im
     if mode == "center_crop_resize":
         s = min(w, h)
         left, top = (w - s) // 2, (h - s) // 2
@@ -94,7 +96,8 @@ def load_image(path: Path, size: int, channels: int = 3, mode: str = "center_cro
 
     ``center_crop_resize``: largest centred square, then resize (bicubic, antialiased);
     ``resize``: resize the whole image to a square (aspect ratio not kept);
-    ``center_crop``: centred ``size x size`` crop (the image must be at least that large).
+    ``center_crop``: centred ``size x size`` crop (the image must be at least that large);
+    ``none``: the image at its own size, ``(channels, H, W)`` (``size`` unused).
     """
     path = Path(path)
     im, _ = open_pixels(path)
@@ -105,7 +108,7 @@ def load_image(path: Path, size: int, channels: int = 3, mode: str = "center_cro
         return (x * 2 - 1).contiguous()
     im = im.convert("RGB" if channels == 3 else "L")
     im = crop_resize(im, size, mode, path)
-    data = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8).view(size, size, channels)
+    data = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8).view(im.size[1], im.size[0], channels)
     return data.permute(2, 0, 1).float().div(127.5).sub(1.0)
 
 

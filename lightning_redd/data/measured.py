@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -130,18 +130,45 @@ def _decode(path: Path) -> tuple[tuple[int, int], list[str], str | None]:
     return (int(y.shape[2]), int(y.shape[1])), notes, None
 
 
+def image_size_for(output_shape: Callable[[Sequence[int]], Sequence[int]], channels: int, probe: int,
+                   hw: tuple[int, int]) -> tuple[int, int] | None:
+    """The image ``(H, W)`` whose measurement (``output_shape((C, H, W))``) is ``hw``, found near
+    the ratio the operator has at ``probe x probe`` images (block SR: ``factor`` x; most
+    operators: 1; phase retrieval: its padding), or None if no size makes ``hw``."""
+    made = output_shape((channels, probe, probe))
+    guess = [round(hw[a] * probe / int(made[1 + a])) for a in (0, 1)]
+    for h in range(max(1, guess[0] - 2), guess[0] + 3):
+        for w in range(max(1, guess[1] - 2), guess[1] + 3):
+            if tuple(int(v) for v in output_shape((channels, h, w))[1:]) == tuple(hw):
+                return h, w
+    return None
+
+
 class MeasuredFolderDataset(ImageFolderDataset):
-    """Batches of measurements (``y``, ``shape``, ``params`` and, with ground truth, ``x``)."""
+    """Batches of measurements (``y``, ``shape``, ``params`` and, with ground truth, ``x``);
+    ``image_sizes``: index -> the image ``(H, W)`` of each measurement (``resize: none``), else
+    every image is ``image_size`` square."""
 
     def __init__(self, files: Sequence[Path], image_size: int, channels: int, seed: int, resize: str,
-                 params: ParamFiles, truths: dict[str, Path] | None) -> None:
+                 params: ParamFiles, truths: dict[str, Path] | None,
+                 image_sizes: dict[int, tuple[int, int]] | None = None) -> None:
         super().__init__(files, image_size, channels, seed, resize, params)
-        self.truths = truths
+        self.truths, self.image_sizes = truths, image_sizes
+
+    def image_hw(self, i: int) -> tuple[int, int]:
+        return self.image_sizes[i] if self.image_sizes is not None else (self.image_size, self.image_size)
+
+    def size_keys(self) -> list[tuple[int, int]] | None:
+        return [self.image_hw(i) for i in range(len(self.files))] if self.image_sizes is not None else None
+
+    def read_params(self, i: int, hw: tuple[int, int]) -> dict:
+        path = self.files[i]
+        return self.params.read(path.stem, hw, measurement=path) if self.params else {}
 
     def tensors(self, i: int) -> dict:
         path = self.files[i]
         out = {"y": read_measurement(path, self.channels)}
-        params = self.params.read(path.stem, (self.image_size, self.image_size), measurement=path) if self.params else {}
+        params = self.read_params(i, self.image_hw(i))
         if params:
             out["params"] = params
         if self.truths is not None:
@@ -150,7 +177,7 @@ class MeasuredFolderDataset(ImageFolderDataset):
 
     def __getitem__(self, keys) -> dict:
         batch = super().__getitem__(keys)
-        batch["shape"] = (self.channels, self.image_size, self.image_size)
+        batch["shape"] = (self.channels, *self.image_hw(int(keys[0][0])))
         return batch
 
 
@@ -165,6 +192,9 @@ class MeasuredFolderData(FolderData):
         ground_truth: an optional folder of the clean images ``<stem>.png`` for scores (read
             like the images of a synthetic run); without it ``metrics.csv`` holds the data
             consistency (``residual``, ``sigma_y_implied``, ``sigma_y``).
+
+    With ``resize: none`` measurements of any and of mixed sizes are restored at the image size
+    they come from (block SR x4: 4 times theirs), found from ``output_shape`` (see :class:`FolderData`).
     """
 
     def __init__(self, *, ground_truth: str | None = None, **kwargs) -> None:
@@ -190,22 +220,47 @@ class MeasuredFolderData(FolderData):
         sizes: dict[tuple[int, int], list[str]] = {}
         for f in report.files:
             sizes.setdefault(report.sizes[f], []).append(f.name)
-        if len(sizes) > 1:
+        own = self.resize == "none"
+        if len(sizes) > 1 and not own:
             listed = "; ".join(f"{w}x{h}: {len(v)} file(s) ({', '.join(v[:5])}{' ...' if len(v) > 5 else ''})"
                                for (w, h), v in sorted(sizes.items(), key=lambda kv: -len(kv[1])))
             problems.append(f"measurements of mixed sizes in {self.root} ({listed}); one run restores one size: "
-                            "put each size in its own folder")
-        truths = self._truths(stems, problems)
+                            "put each size in its own folder, or set data.resize none")
+        image_sizes = self._image_sizes(report, problems) if own else None
+        truths = self._truths(stems, problems, image_sizes)
         files = {f.stem: f for f in report.files}
-        problems += self.params.problems(stems, (self.image_size, self.image_size), measurements=files)
+        hw = {f.stem: image_sizes.get(i, (0, 0)) for i, f in enumerate(report.files)} if own else (self.image_size,) * 2
+        problems += self.params.problems(stems, hw, measurements=files)
         problems += self.run_folder.problems(self.input_folders())
         self.raise_problems(problems)
         self.log_notes(report.notes + self.params.notes(stems, files))
-        (w, h), = sizes
-        self.measurement_shape = (self.channels, h, w)
-        return MeasuredFolderDataset(report.files, self.image_size, self.channels, self.seed, self.resize, self.params, truths)
+        if own:
+            self.measurement_shape = None  # each size checked above; the module checks the operator per size
+        else:
+            (w, h), = sizes
+            self.measurement_shape = (self.channels, h, w)
+        return MeasuredFolderDataset(report.files, self.image_size, self.channels, self.seed, self.resize, self.params,
+                                     truths, image_sizes)
 
-    def _truths(self, stems: list[str], problems: list[str]) -> dict[str, Path] | None:
+    def _image_sizes(self, report, problems: list[str]) -> dict[int, tuple[int, int]]:
+        """``resize: none``: each measurement's image ``(H, W)`` (a problem per measurement no size makes)."""
+        if self.output_shape is None:
+            problems.append("data.resize none with measurements needs the operator's output_shape to tell each "
+                            "measurement's image size: the CLI links it; in Python pass output_shape=operator.output_shape")
+            return {}
+        out = {}
+        for i, f in enumerate(report.files):
+            w, h = report.sizes[f]
+            found = image_size_for(self.output_shape, self.channels, self.image_size, (h, w))
+            if found is None:
+                problems.append(f"{f.name}: a {w}x{h} measurement that the operator makes from no image size; give "
+                                "a measurement of a size it makes (e.g. of a side the SR factor divides the image's into)")
+            else:
+                out[i] = found
+        return out
+
+    def _truths(self, stems: list[str], problems: list[str],
+                image_sizes: dict[int, tuple[int, int]] | None = None) -> dict[str, Path] | None:
         if self.ground_truth is None:
             return None
         if not self.ground_truth.is_dir():
@@ -223,8 +278,7 @@ class MeasuredFolderData(FolderData):
     def first_params(self) -> dict[str, torch.Tensor]:
         """The first measurement's parameter tensors (unbatched), to bind the operator in a check."""
         assert self.dataset is not None, "check() first"
-        first = self.dataset.files[0]
-        return self.params.read(first.stem, (self.image_size, self.image_size), measurement=first) if self.params else {}
+        return self.dataset.read_params(0, self.dataset.image_hw(0))
 
     def shape_mismatch(self, op, made: Sequence[int]) -> str:
         """Why the measurements do not fit ``op`` (which makes ``made`` from ``image_shape``), and the fix."""

@@ -92,17 +92,18 @@ class ParamFiles:
                     found.setdefault(note, []).append(path.name)
         return [f"{len(v)} file(s): {note}: {', '.join(v[:5])}{' ...' if len(v) > 5 else ''}" for note, v in found.items()]
 
-    def problems(self, stems: Sequence[str], size: tuple[int, int], fits: Mapping[str, tuple] | None = None,
-                 measurements: Mapping[str, Path] | None = None) -> list[str]:
+    def problems(self, stems: Sequence[str], size: tuple[int, int] | Mapping[str, tuple[int, int]],
+                 fits: Mapping[str, tuple] | None = None, measurements: Mapping[str, Path] | None = None) -> list[str]:
         """Every problem of every image's files (missing, several per stem, undecodable, wrong
-        size, bad values), each naming the file and the fix; ``fits``: stem -> (fit, source)."""
+        size, bad values), each naming the file and the fix; ``size``: the images' ``(H, W)``,
+        or stem -> ``(H, W)`` for images of their own sizes; ``fits``: stem -> (fit, source)."""
         problems = self.setting_problems()
         if problems or not self:
             return problems
 
         def one(stem: str) -> list[str]:
             try:
-                self.read(stem, size, *(fits or {}).get(stem, (None, None)), measurement=(measurements or {}).get(stem))
+                self.read(stem, size[stem] if isinstance(size, Mapping) else size, *(fits or {}).get(stem, (None, None)), measurement=(measurements or {}).get(stem))
             except ParamFileError as err:
                 return [str(err)]
             return []

@@ -11,7 +11,8 @@ probability 1/2. Grayscale photos are replicated to RGB; RGBA is composited on w
 
 Whole photos are held out for validation and the demo images (``HELDOUT_PHOTOS``); they are
 never trained on. ``python -m lightning_redd.data.photos export-demo data/demo`` writes the
-deterministic demo PNGs; ``... export-split DIR --split test|tuning`` writes more held-out
+deterministic demo PNGs (``export-large data/demo128``: at 128 px, with a non-square photo);
+``... export-split DIR --split test|tuning`` writes more held-out
 crops (:func:`export_split`: the demo images plus test crops, or disjoint tuning crops).
 """
 from __future__ import annotations
@@ -253,6 +254,17 @@ def export_demo(out_dir: str | Path, size: int = 64) -> list[Path]:
     return written
 
 
+def export_large(out_dir: str | Path, size: int = 128) -> list[Path]:
+    """The example of restoring at a larger size (``data/demo128``): the demo images at ``size``
+    px (:func:`export_demo`) and the whole held-out ``motorcycle_left`` photo at ``3 size / 2 x
+    size`` (non-square, width x height), all from held-out photos."""
+    out_dir = Path(out_dir)
+    written = export_demo(out_dir, size)
+    wide = load_rgb(_find(skimage_data_dir(), "motorcycle_left")).resize((3 * size // 2, size), Image.Resampling.LANCZOS)
+    wide.save(out_dir / "motorcycle_wide.png")
+    return written + [out_dir / "motorcycle_wide.png"]
+
+
 def _overlaps(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
@@ -316,6 +328,9 @@ def main(argv: list[str] | None = None) -> None:
     demo = sub.add_parser("export-demo", help="write the held-out demo PNGs")
     demo.add_argument("out_dir")
     demo.add_argument("--size", type=int, default=64)
+    large = sub.add_parser("export-large", help="write the larger held-out example (data/demo128): demo images + a wide photo")
+    large.add_argument("out_dir")
+    large.add_argument("--size", type=int, default=128)
     split = sub.add_parser("export-split", help="write a held-out split: test (demo images + crops) or tuning (crops)")
     split.add_argument("out_dir")
     split.add_argument("--split", choices=tuple(SPLIT_CROPS), required=True)
@@ -324,6 +339,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.command == "export-demo":
         paths = export_demo(args.out_dir, args.size)
+    elif args.command == "export-large":
+        paths = export_large(args.out_dir, args.size)
     else:
         paths = export_split(args.out_dir, args.split, args.size, args.seed)
     for path in paths:

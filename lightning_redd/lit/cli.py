@@ -128,6 +128,10 @@ def _file_params(model: RestorationModule) -> dict:
     return model.operator.file_params()
 
 
+def _output_shape(model: RestorationModule):
+    return model.operator.output_shape
+
+
 class ReddCLI(LightningCLI):
     """LightningCLI with the run-folder, sharding and logging rules of the module docstring,
     over :class:`RestorationModule` and any :class:`FolderData` (``ImageFolderData`` unless
@@ -154,6 +158,7 @@ class ReddCLI(LightningCLI):
         parser.link_arguments("trainer.default_root_dir", "data.init_args.output_dir")
         parser.link_arguments("model", "data.init_args.repeats", compute_fn=_iterates, apply_on="instantiate")
         parser.link_arguments("model", "data.init_args.file_params", compute_fn=_file_params, apply_on="instantiate")
+        parser.link_arguments("model", "data.init_args.output_shape", compute_fn=_output_shape, apply_on="instantiate")
         parser.set_defaults({"data": {"class_path": f"{ImageFolderData.__module__}.{ImageFolderData.__name__}"}})
 
     @property

@@ -35,6 +35,7 @@ from lightning_redd.metrics import psnr
 from lightning_redd.lit.restored import Restored
 from lightning_redd.operators.base import ForwardOperator
 from lightning_redd.priors.base import DiffusionPrior
+from lightning_redd.priors.tiled import Tiling, at_size
 from lightning_redd.solvers.base import Solver, SolverState
 
 AUTOCAST_DTYPES = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16, "32-true": None, "32": None, "64-true": None}
@@ -52,6 +53,9 @@ class RestorationModule(L.LightningModule):
             rank's rows reach the logger (:meth:`publish_logs`).
         evolution_every: keep the estimate every this many iterates (0: off); the writer saves
             each image's frames as ``evolution/<name>.png`` (a strip) and ``.gif``.
+        tiling: how the prior is evaluated on images of another size than its own (``data.resize:
+            none``): :class:`~lightning_redd.priors.tiled.Tiling` (tile, overlap, tile_batch, mode,
+            shift, grad_checkpoint); applied by itself per image size, never at the prior's size.
     """
 
     def __init__(
@@ -62,6 +66,7 @@ class RestorationModule(L.LightningModule):
         solver: Solver | None = None,
         log_every: int = 0,
         evolution_every: int = 0,
+        tiling: Tiling = Tiling(),
     ) -> None:
         super().__init__()
         if prior is None:
@@ -83,6 +88,20 @@ class RestorationModule(L.LightningModule):
         self._solve: _Solve | None = None
         #: rows of the CSV log kept until the batch's end: ``(step, {name: value})`` (:meth:`log_row`)
         self._log_rows: list[tuple[int, dict[str, float]]] = []
+        self.tiling = tiling
+        #: the prior per image size (a TiledPrior away from the prior's own size); not submodules
+        self._at_size: dict[tuple[int, int], DiffusionPrior] = {}
+
+    def prior_at(self, hw: tuple[int, int]) -> DiffusionPrior:
+        """The prior for ``(H, W)`` images: the prior itself at its own size, else the prior
+        wrapped by :func:`~lightning_redd.priors.tiled.at_size` with ``tiling`` (made once per size)."""
+        hw = (int(hw[0]), int(hw[1]))
+        if hw not in self._at_size:
+            self._at_size[hw] = at_size(self.prior, hw, self.tiling)
+        wrapped = self._at_size[hw]
+        if wrapped is not self.prior and wrapped.alphas_cumprod.device != self.prior.alphas_cumprod.device:
+            wrapped.to(self.prior.alphas_cumprod.device)  # the module moved since (its own buffers only)
+        return wrapped
 
     @property
     def num_iterates(self) -> int:
@@ -113,7 +132,11 @@ class RestorationModule(L.LightningModule):
         """Measured data (checked by its own ``setup`` first): the operator must make
         measurements of the files' shape from images of the data's image shape (raises the
         data's :class:`InputProblems` naming the fix)."""
-        if not isinstance(data, MeasuredFolderData) or data.measurement_shape is None:
+        if not isinstance(data, MeasuredFolderData):
+            self.check_sizes(data)
+            return
+        if data.measurement_shape is None:
+            self.check_sizes(data)  # measurements at their own sizes (resize none): each size's image
             return
         params = data.first_params()
         try:
@@ -123,6 +146,27 @@ class RestorationModule(L.LightningModule):
             return
         if tuple(made[-2:]) != tuple(data.measurement_shape[-2:]):
             data.raise_problems([data.shape_mismatch(self.operator, made)])
+
+    def check_sizes(self, data) -> None:
+        """Images at their own sizes (``data.resize: none``): the operator must take each size
+        found (e.g. an SR factor dividing H and W); every size it refuses is named with its
+        images and the operator's fix, before any compute."""
+        dataset = getattr(data, "dataset", None)
+        if dataset is None or getattr(dataset, "resize", None) != "none":
+            return
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i in range(len(dataset.files)):
+            groups.setdefault(dataset.image_hw(i), []).append(i)
+        problems = []
+        for (h, w), members in groups.items():
+            first = members[0]
+            params = dataset.read_params(first, (h, w)) or None
+            try:
+                self.measurement_shape((dataset.channels, h, w), params)
+            except ValueError as err:
+                names = ", ".join(dataset.files[i].name for i in members[:5]) + (" ..." if len(members) > 5 else "")
+                problems.append(f"{names}: {w}x{h} (data.resize none keeps it): {err}")
+        data.raise_problems(problems)
 
     def configure_optimizers(self) -> None:
         """No Lightning optimizer: the solver owns an Adam over each batch's ``mu``."""
@@ -183,6 +227,12 @@ class RestorationModule(L.LightningModule):
                 "sigma_y": torch.full_like(norm, float(getattr(op, "sigma_y", 0.0)))}
 
     @staticmethod
+    def image_hw(batch: dict) -> tuple[int, int]:
+        """``(H, W)`` of the batch's images (its ``shape``, else its ``x``'s)."""
+        shape = batch["shape"] if "shape" in batch else batch["x"].shape[1:]
+        return int(shape[-2]), int(shape[-1])
+
+    @staticmethod
     def batch_device(batch: dict) -> torch.device:
         return (batch["y"] if "y" in batch else batch["x"]).device
 
@@ -205,7 +255,7 @@ class RestorationModule(L.LightningModule):
             x=batch["x"].detach().float() if "x" in batch else None,
             consistency=self.consistency(solve.op, x_hat, solve.y) if "y" in batch else None,
             frames=tuple(solve.frames), psnr_curve=torch.stack(solve.psnr, dim=1).cpu() if solve.psnr else None,
-            solver=self.solver.label,
+            solver=self.solver.label, keep=batch.get("keep"),
         )
 
     def observe(self, solve: _Solve, k: int, state: SolverState, batch: dict) -> torch.Tensor:
@@ -278,14 +328,15 @@ class RestorationModule(L.LightningModule):
             if iterate == 0:
                 started = time.perf_counter()
                 op, y = self.measure(batch)
-                self._solve = _Solve(op, y, started, self.solver.init(y, op, self.prior, self.solver_generators(batch)))
+                prior = self.prior_at(self.image_hw(batch))
+                self._solve = _Solve(op, y, started, self.solver.init(y, op, prior, self.solver_generators(batch)), prior=prior)
             elif self._solve is None or self._solve.state.k != iterate:
                 raise RuntimeError(
                     f"iterate {iterate} of a batch arrived without its first {iterate} iterates; "
                     "restart the run (finished images are kept; the interrupted batch is redone)"
                 )
             solve = self._solve
-            stats = self.solver.step(solve.state, solve.y, solve.op, self.prior)
+            stats = self.solver.step(solve.state, solve.y, solve.op, solve.prior)
             self.observe(solve, iterate, solve.state, batch)
         logged = self.stats_to_log(stats, solve)
         self.log_dict({f"train/{k}": v for k, v in logged.items()}, on_step=True, prog_bar=False, logger=False,
@@ -334,7 +385,8 @@ class RestorationModule(L.LightningModule):
                     self.log_row("predict", batch_idx, k, self.stats_to_log(stats, solve))
 
             try:
-                state = self.solver.run(y, op, self.prior, self.solver_generators(batch), callback=callback)
+                prior = self.prior_at(self.image_hw(batch))
+                state = self.solver.run(y, op, prior, self.solver_generators(batch), callback=callback)
             finally:
                 if bar is not None:
                     bar.close()
@@ -350,6 +402,7 @@ class _Solve:
     y: torch.Tensor
     started: float
     state: SolverState | None = None
+    prior: DiffusionPrior | None = None
     psnr: list[torch.Tensor] = field(default_factory=list)
     frames: list[torch.Tensor] = field(default_factory=list)
 

@@ -33,6 +33,8 @@ class Restored:
         psnr_curve: ``(B, S)`` float64 on the CPU, each image's PSNR after each of the ``S``
             iterates (None without ground truth).
         solver: the solver's label (for plots and logs).
+        keep: ``(B,)`` bool on the host, the members to write (None: all); a resumed batch is
+            solved whole, its members finished by an earlier run are not written again.
     """
 
     names: tuple[str, ...]
@@ -48,6 +50,7 @@ class Restored:
     frames: tuple[torch.Tensor, ...] = ()
     psnr_curve: torch.Tensor | None = None
     solver: str = "solver"
+    keep: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.names)
@@ -62,5 +65,5 @@ class Restored:
             y=cpu(self.y).float(), diverged=cpu(self.diverged).bool(), nfe=self.nfe, seconds=self.seconds,
             x=None if self.x is None else cpu(self.x).float(),
             consistency=None if self.consistency is None else {k: cpu(v).double() for k, v in self.consistency.items()},
-            frames=self.frames, psnr_curve=cpu(self.psnr_curve), solver=self.solver,
+            frames=self.frames, psnr_curve=cpu(self.psnr_curve), solver=self.solver, keep=cpu(self.keep),
         )

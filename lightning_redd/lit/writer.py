@@ -118,7 +118,7 @@ class RestorationWriter(L.Callback):
     def write(self, trainer: L.Trainer, restored: Restored) -> None:
         """Write one batch: every image's PNGs and arrays, the batch's grid, then the records
         (last: an image is finished only once everything else of its batch is on disk); all
-        listed in the manifest first."""
+        listed in the manifest first. Members not kept (finished by an earlier run) get no files."""
         assert self.run is not None
         r = restored.to_cpu()
         self.label = r.solver
@@ -126,10 +126,11 @@ class RestorationWriter(L.Callback):
         columns = {**(r.consistency or {}), **(scores.per_image if scores is not None else {})}
         arrays = scores.arrays if scores is not None else {}
         diverged = r.diverged.tolist()
-        files = [f for i, name in enumerate(r.names) if not diverged[i] for f in self._image_files(r, i, name, arrays)]
+        keep = [True] * len(r) if r.keep is None else [bool(v) for v in r.keep.tolist()]
+        files = [f for i, name in enumerate(r.names) if keep[i] and not diverged[i] for f in self._image_files(r, i, name, arrays)]
         if self.save_grids:
-            files.append(self._grid(trainer, r))
-        records = self._records(r, columns)
+            files.append(self._grid(trainer, r))  # the whole batch's, named by its first member
+        records = [rec for i, rec in enumerate(self._records(r, columns)) if keep[i]]
         self.run.write_all(files + [(record_file(name), record_bytes(name, rec)) for name, rec in records])
         self.written += sum(rec["status"] == "ok" for _, rec in records)
 

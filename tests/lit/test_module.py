@@ -49,7 +49,8 @@ def capture(monkeypatch) -> list:
 
 
 def by_name(batches: list) -> dict[str, torch.Tensor]:
-    return {n: b.x_hat[i] for b in batches for i, n in enumerate(b.names)}
+    """The written members' estimates (a resumed batch also solves its finished members, ``keep`` False)."""
+    return {n: b.x_hat[i] for b in batches for i, n in enumerate(b.names) if b.keep is None or bool(b.keep[i])}
 
 
 def test_fit_and_predict_write_the_same_images(tmp_path, monkeypatch):
@@ -95,7 +96,8 @@ def test_skip_existing_resumes_without_redoing(tmp_path, monkeypatch):
     first = by_name(seen)
     seen.clear()
     cli(args(tmp_path, images, "run"))  # the same command again (without the limit): resumes
-    assert sorted(by_name(seen)) == ["img2"]  # only the unfinished image was restored
+    assert sorted(by_name(seen)) == ["img2"]  # only the unfinished image was written
+    assert [list(b.names) for b in seen] == [["img0", "img1", "img2"]]  # in its batch of the full list
     rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
     assert [r["name"] for r in rows] == ["img0", "img1", "img2"]
     assert sorted(restored(tmp_path / "run")) == sorted(first) + ["img2"]
