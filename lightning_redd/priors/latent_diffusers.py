@@ -17,7 +17,8 @@ scheduler's ``prediction_type`` (``epsilon``, ``v_prediction``, ``sample``).
 
 Prompt (conditional UNets): ``prompt_embeds`` (a file), else the folder's CLIP text encoder
 when ``transformers`` is installed (``text_encoder: auto`` or ``folder``), else, for the empty
-prompt, zero embeddings ``(1, 77, D)`` with a warning (not SD's own empty-prompt embedding).
+prompt, zero embeddings ``(1, 77, D)`` (warned about under ``text_encoder: auto``: they are not
+SD's own empty-prompt embedding).
 Classifier-free guidance: ``eps = eps_neg + s (eps_cond - eps_neg)`` for ``guidance_scale`` s != 1
 (one batched UNet call of ``2B``).
 """
@@ -183,8 +184,10 @@ def _prompt_embeddings(folder, width: int, prompt: str, negative_prompt: str, pr
     if prompt or negative_prompt:
         raise ValueError("a prompt needs the folder's text encoder (pip install transformers; text_encoder: auto or folder) "
                          "or prompt_embeds (a file)")
-    warnings.warn("lightning-redd: no text encoder in use (transformers missing or text_encoder: none): the empty prompt is a "
-                  "zero embedding, not Stable Diffusion's own; pass prompt_embeds for the exact one", stacklevel=3)
+    if text_encoder == "auto":
+        warnings.warn("lightning-redd: no text encoder in use (transformers is not installed): the empty prompt is a zero "
+                      "embedding, not Stable Diffusion's own; pass prompt_embeds for the exact one, or set text_encoder: none "
+                      "to choose zeros", stacklevel=3)
     zeros = torch.zeros(1, folders.prompt_length(folder), int(width))
     return zeros, zeros.clone()
 
