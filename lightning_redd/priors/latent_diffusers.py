@@ -185,9 +185,9 @@ def _prompt_embeddings(folder, width: int, prompt: str, negative_prompt: str, pr
         raise ValueError("a prompt needs the folder's text encoder (pip install transformers; text_encoder: auto or folder) "
                          "or prompt_embeds (a file)")
     if text_encoder == "auto":
-        warnings.warn("lightning-redd: no text encoder in use (transformers is not installed): the empty prompt is a zero "
-                      "embedding, not Stable Diffusion's own; pass prompt_embeds for the exact one, or set text_encoder: none "
-                      "to choose zeros", stacklevel=3)
+        warnings.warn("lightning-redd: no text encoder in use (transformers is not installed or the folder has no "
+                      "text_encoder/): the empty prompt is a zero embedding, not Stable Diffusion's own; pass prompt_embeds "
+                      "for the exact one, or set text_encoder: none to choose zeros", stacklevel=3)
     zeros = torch.zeros(1, folders.prompt_length(folder), int(width))
     return zeros, zeros.clone()
 
