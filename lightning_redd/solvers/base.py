@@ -173,7 +173,7 @@ class Solver(abc.ABC):
             raise ValueError(f"{self.label} handles measurement noise {req.noise_models}, not {op.noise!r}: use another solver")
         if req.uses_prior and prior is None:
             raise ValueError(f"{self.label} needs a diffusion prior, got None: set model.prior")
-        if isinstance(prior, LatentPrior) and not isinstance(op, DecodedOperator):
+        if req.uses_prior and isinstance(prior, LatentPrior) and not isinstance(op, DecodedOperator):
             raise TypeError(f"{self.label} got a latent prior ({type(prior).__name__}) and an image-space operator: run it as "
                             f"lightning_redd.solvers.latent.LatentSolver({type(self).__name__}(...)) (the Lightning module does)")
 

@@ -120,6 +120,7 @@ def test_solvers_not_defined_on_latents_are_refused_up_front(sd_prior):
         RedDiff(num_steps=2).solve(y, op, sd_prior, gens(2))
     classical = Classical()
     assert for_prior(classical, sd_prior) is classical  # uses no prior: runs on pixels as always
+    torch.testing.assert_close(Classical(num_steps=2).solve(y, op, sd_prior, gens(2)), Classical(num_steps=2).solve(y, op, None, gens(2)))
     red = RedDiff()
     assert RestorationModule(operator=Inpainting(), prior=sd_prior, solver=red).solver.solver is red
     assert RestorationModule(operator=Inpainting(), prior=None, solver=red).solver is red  # pixel prior: untouched
