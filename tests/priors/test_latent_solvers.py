@@ -146,3 +146,39 @@ def test_fit_and_predict_write_the_same_images(sd_folder, tmp_path):
         a = np.asarray(Image.open(next((tmp_path / "fit").rglob(f"restored/{name}.png"))))
         b = np.asarray(Image.open(next((tmp_path / "pred").rglob(f"restored/{name}.png"))))
         assert a.shape == (16, 16, 3) and np.array_equal(a, b)
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_two_processes_equal_one(sd_folder, tmp_path):
+    """Nothing special for several processes: two gloo ranks restore what one does."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from PIL import Image
+
+    images = tmp_path / "in"
+    images.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(4):
+        Image.fromarray((rng.random((16, 16, 3)) * 255).astype(np.uint8)).save(images / f"img{i}.png")
+    root = Path(__file__).resolve().parents[2]
+
+    def run(out, *extra):
+        argv = [sys.executable, "-m", "lightning_redd.lit.cli", "predict", "--config", "configs/demo.yaml",
+                "--model.prior", "lightning_redd.priors.latent_diffusers.DiffusersLatentPrior",
+                "--model.prior.init_args.path", str(sd_folder), "--model.prior.init_args.text_encoder", "none",
+                "--model.solver.init_args.num_steps", "3", "--data.root", str(images), "--data.image_size", "16",
+                "--data.batch_size", "2", "--trainer.default_root_dir", str(out), "--trainer.enable_progress_bar", "false",
+                "--trainer.accelerator", "cpu", *extra]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+        proc = subprocess.run(argv, cwd=root, capture_output=True, text=True, timeout=900, env=env)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        return {p.stem: np.asarray(Image.open(p)).astype(int) for p in sorted(Path(out).rglob("restored/*.png"))}
+
+    one = run(tmp_path / "one")
+    two = run(tmp_path / "two", "--trainer.devices", "2", "--trainer.strategy", "ddp")
+    assert sorted(one) == sorted(two) == [f"img{i}" for i in range(4)]
+    assert all(np.abs(one[n] - two[n]).max() <= 1 for n in one)
