@@ -169,3 +169,40 @@ def test_latent_size_must_fit_the_unet(sd_folder):
     with pytest.raises(ValueError, match="not multiples of the UNet's 2"):
         prior.eps(torch.zeros(1, 4, 7, 8), torch.tensor([1]))
     assert latent_diffusers.LatentUNet.whole_image_multiple.fget(prior.denoiser) == 2
+
+
+def _byte_chars() -> list[str]:
+    """The 256 printable stand-ins of bytes that byte-level BPE vocabularies use."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    extra = [b for b in range(256) if b not in keep]
+    return [chr(b) for b in keep] + [chr(256 + i) for i in range(len(extra))]
+
+
+def test_prompt_through_the_folders_text_encoder(sd_copy, tmp_path):
+    """With transformers: the folder's tokenizer/ and text_encoder/ (save_pretrained) give the
+    prompt's and the negative prompt's embeddings (skipped where transformers is missing)."""
+    transformers = pytest.importorskip("transformers")
+    chars = _byte_chars()
+    vocab = {t: i for i, t in enumerate(chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"])}
+    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
+    (tmp_path / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = transformers.CLIPTokenizer(vocab_file=str(tmp_path / "vocab.json"), merges_file=str(tmp_path / "merges.txt"),
+                                           model_max_length=SD_PROMPT_LENGTH)
+    torch.manual_seed(4)
+    encoder = transformers.CLIPTextModel(transformers.CLIPTextConfig(
+        vocab_size=len(vocab), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+        max_position_embeddings=SD_PROMPT_LENGTH, bos_token_id=vocab["<|startoftext|>"], eos_token_id=vocab["<|endoftext|>"],
+        pad_token_id=vocab["<|endoftext|>"])).eval()
+    _remove(sd_copy, "tokenizer", "text_encoder")
+    tokenizer.save_pretrained(sd_copy / "tokenizer")
+    encoder.save_pretrained(sd_copy / "text_encoder")
+    prior = DiffusersLatentPrior(path=str(sd_copy), prompt="a cat", guidance_scale=2.0)
+
+    def embed(text):
+        ids = tokenizer(text, padding="max_length", max_length=SD_PROMPT_LENGTH, truncation=True, return_tensors="pt").input_ids
+        with torch.no_grad():
+            return encoder(ids)[0]
+
+    torch.testing.assert_close(prior.denoiser.context, embed("a cat"))
+    torch.testing.assert_close(prior.denoiser.negative, embed(""))
+    assert prior.denoiser.context.abs().sum() > 0  # the encoder's output, not the zero fallback
