@@ -37,6 +37,7 @@ from lightning_redd.operators.base import ForwardOperator
 from lightning_redd.priors.base import DiffusionPrior
 from lightning_redd.priors.tiled import Tiling, at_size
 from lightning_redd.solvers.base import Solver, SolverState
+from lightning_redd.solvers.latent import for_prior
 
 AUTOCAST_DTYPES = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16, "32-true": None, "32": None, "64-true": None}
 
@@ -79,7 +80,7 @@ class RestorationModule(L.LightningModule):
             solver = RedDiff()
         self.prior = prior.eval().requires_grad_(False)
         self.operator = operator
-        self.solver = solver
+        self.solver = for_prior(solver, self.prior)  # a latent prior: the solver runs on its latents
         if log_every < 0 or evolution_every < 0:
             raise ValueError(f"log_every and evolution_every must be >= 0, got {log_every}, {evolution_every}")
         self.log_every, self.evolution_every = int(log_every), int(evolution_every)

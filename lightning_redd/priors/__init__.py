@@ -3,6 +3,9 @@
 - :class:`EmbeddedPrior`: the 64x64 prior shipped with the package.
 - :class:`ADMPrior`: guided-diffusion (ADM) checkpoints, e.g. the paper's ImageNet/FFHQ 256 models.
 - :class:`DiffusersPrior`: a local diffusers ``UNet2DModel`` folder (extra ``[diffusers]``).
+- :class:`~lightning_redd.priors.latent_diffusers.DiffusersLatentPrior`: a Stable Diffusion or LDM
+  folder as a latent prior (:mod:`lightning_redd.priors.latent`; solvers run on it through
+  :class:`~lightning_redd.solvers.latent.LatentSolver`).
 - :class:`GaussianPrior`: exact eps for Gaussian data, for tests against closed forms.
 """
 from lightning_redd.priors.adm import ADMPrior

@@ -40,6 +40,7 @@ import torch
 
 from lightning_redd.operators.base import ForwardOperator, check_finite
 from lightning_redd.priors.base import DiffusionPrior
+from lightning_redd.priors.latent import DecodedOperator, LatentPrior
 from lightning_redd.solvers.noise import NOISE_MODES, NoiseMode, NoiseSource, check_noise_mode, device_seed
 
 __all__ = ["NOISE_MODES", "SOLVERS", "NoiseMode", "NoiseSource", "Requirements", "Solver", "SolverState", "device_seed"]
@@ -103,6 +104,8 @@ class Requirements:
         noise_models: measurement noise models (``op.noise``) it handles.
         uses_prior: whether it calls the denoiser (a prior-free solver accepts ``prior=None``).
         stochastic: whether its result depends on the images' seeds (with ``settings``).
+        latent: whether it is defined on a latent prior, run by
+            :class:`~lightning_redd.solvers.latent.LatentSolver` through the decoder.
         settings: constructor keywords of a cheap configuration (a few iterates on 8x8 images).
         batch_rtol: bound on ``max|batched - alone| / max|alone|`` with ``settings`` when the
             denoiser's batched kernels round differently from per-image calls (a convolutional
@@ -113,6 +116,7 @@ class Requirements:
     noise_models: tuple[str, ...] = ("gaussian", "poisson")
     uses_prior: bool = True
     stochastic: bool = True
+    latent: bool = False
     settings: Mapping[str, Any] = field(default_factory=dict)
     batch_rtol: float = 2e-6
 
@@ -169,6 +173,9 @@ class Solver(abc.ABC):
             raise ValueError(f"{self.label} handles measurement noise {req.noise_models}, not {op.noise!r}: use another solver")
         if req.uses_prior and prior is None:
             raise ValueError(f"{self.label} needs a diffusion prior, got None: set model.prior")
+        if req.uses_prior and isinstance(prior, LatentPrior) and not isinstance(op, DecodedOperator):
+            raise TypeError(f"{self.label} got a latent prior ({type(prior).__name__}) and an image-space operator: run it as "
+                            f"lightning_redd.solvers.latent.LatentSolver({type(self).__name__}(...)) (the Lightning module does)")
 
     @abc.abstractmethod
     def prepare(self, state: SolverState, y: torch.Tensor, op: ForwardOperator, prior: DiffusionPrior) -> None:

@@ -99,7 +99,7 @@ class DDIM(Solver):
     name = "ddim"
     label = "DDIM"
     state_type = DDIMState
-    requirements = Requirements(settings={"num_steps": 4, "eta": 0.5})
+    requirements = Requirements(settings={"num_steps": 4, "eta": 0.5}, latent=True)
 
     def __init__(
         self, *, num_steps: int = 100, eta: float = 0.0, start: Start = "noise", clip_x0: bool = False, noise: NoiseMode = "auto"

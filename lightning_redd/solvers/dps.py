@@ -58,7 +58,7 @@ class DPS(DDIM):
 
     name = "dps"
     label = "DPS"
-    requirements = Requirements(settings={"num_steps": 4, "zeta": 0.5, "eta": 0.5})
+    requirements = Requirements(settings={"num_steps": 4, "zeta": 0.5, "eta": 0.5}, latent=True)
 
     def __init__(
         self, *, num_steps: int = 1000, zeta: float = 1.0, eta: float = 1.0, start: Start = "noise", clip_x0: bool = False,

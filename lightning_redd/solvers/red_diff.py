@@ -92,7 +92,7 @@ class RedDiff(Solver):
     name = "red_diff"
     label = "RED-diff"
     state_type = RedDiffState
-    requirements = Requirements(settings={"num_steps": 4, "lr": 0.2}, batch_rtol=1e-5)
+    requirements = Requirements(settings={"num_steps": 4, "lr": 0.2}, batch_rtol=1e-5, latent=True)
 
     def __init__(
         self,
