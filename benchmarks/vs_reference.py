@@ -22,6 +22,8 @@ Contestants (``--contestants``):
 * ``ref-per-image``: the reference loop once per image (batch 1: its loss is then exactly ours);
 * ``ours``: ``lightning_redd.solvers.red_diff.RedDiff`` (CPU defaults) on the batch of six;
 * ``ours-fewer``: the same with ``--fewer`` iterates (images/s at the PSNR it reaches);
+* ``ours-bf16``: ``ours`` with ``EmbeddedPrior(cpu_bf16="on")`` (bfloat16 autocast around the
+  network; what ``cpu_bf16: auto`` picks on a CPU with AMX bf16 tiles, e.g. the demo's config);
 * ``predict``: the whole ``lightning-redd predict`` command over a folder of the six images,
   start-up, data checks, metrics and PNG writing included, in a child process (its thread count
   through ``OMP_NUM_THREADS``).
@@ -61,7 +63,7 @@ import torch  # noqa: E402
 import bench_problem  # noqa: E402
 from lightning_redd.metrics.image import psnr  # noqa: E402
 
-CONTESTANTS = ("ref", "ref-per-image", "ours", "ours-fewer", "predict")
+CONTESTANTS = ("ref", "ref-per-image", "ours", "ours-bf16", "ours-fewer", "predict")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -150,6 +152,8 @@ def run_one(name: str, ctx: dict, steps: int, args) -> dict:
         return run_reference(ctx["ref"], ctx["ref_prior"], ctx["problem"], steps, args, per_image=name == "ref-per-image")
     if name in ("ours", "ours-fewer"):
         return run_ours(ctx["prior"], ctx["problem"], steps, args)
+    if name == "ours-bf16":
+        return run_ours(ctx["prior_bf16"], ctx["problem"], steps, args)
     if name == "predict":
         return run_predict(ctx["folder"], steps, ctx["threads"], args)
     raise ValueError(f"unknown contestant {name!r}; allowed: {CONTESTANTS}")
@@ -175,7 +179,7 @@ def steps_of(name: str, args) -> int:
 
 #: contestants timed by short interleaved solves (ours-fewer costs what ours costs per iterate;
 #: predict is a whole command, timed by its full run only).
-TIMED = ("ref", "ref-per-image", "ours")
+TIMED = ("ref", "ref-per-image", "ours", "ours-bf16")
 
 
 def timing(ctx: dict, args) -> dict:
@@ -242,7 +246,8 @@ def measure(args) -> dict:
 
     folder = bench_problem.image_folder(args.images)
     x, names = bench_problem.load_images(folder)
-    ctx = {"ref": Reference(args.reference), "prior": EmbeddedPrior(), "ref_prior": reference_prior(args.reference_network),
+    ctx = {"ref": Reference(args.reference), "prior": EmbeddedPrior(), "prior_bf16": EmbeddedPrior(cpu_bf16="on"),
+           "ref_prior": reference_prior(args.reference_network),
            "problem": bench_problem.box_problem(x, names), "folder": folder}
     default_threads = torch.get_num_threads()
     out = {"reference_path": str(ctx["ref"].path), "reference_commit": ctx["ref"].commit, "images": names, "by_threads": {}}

@@ -14,18 +14,27 @@ changes a state-dict key, so checkpoints load the same whichever are on:
   so parameter names stay; off by default; the first call compiles, which takes minutes for
   the ADM networks);
 * ``sync_checks`` (on :class:`~lightning_redd.priors.base.DiffusionPrior`): check the values of
-  ``t`` on the host on every device (off by default; see ``DiffusionPrior.eps``).
+  ``t`` on the host on every device (off by default; see ``DiffusionPrior.eps``);
+* ``cpu_bf16`` (:class:`~lightning_redd.priors.embedded.EmbeddedPrior`): bfloat16 autocast around
+  the network when it runs on the CPU and no other autocast is active: ``"off"`` (default),
+  ``"on"``, or ``"auto"`` (on only where the CPU has AMX bf16 tiles, :func:`cpu_bf16_is_fast`).
 
-Mixed precision is not a prior flag: the Lightning module sets ``autocast_dtype`` from the
-Trainer's ``precision`` (``bf16-mixed``: bfloat16 autocast around the network only).
+Mixed precision of the whole run is not a prior flag: the Lightning module sets
+``autocast_dtype`` from the Trainer's ``precision`` (``bf16-mixed``: bfloat16 autocast around the
+network only, on every device).
 See ``docs/PERFORMANCE.md`` for the measurements behind the defaults.
 """
 from __future__ import annotations
 
 import torch
+from typing import Literal
+
 from torch import nn
 
 from lightning_redd.priors.networks.attention import set_attention
+
+CpuBf16 = Literal["auto", "on", "off"]
+CPU_BF16_CHOICES = ("auto", "on", "off")
 
 #: keyword arguments of ``nn.Module.compile`` for ``compile=True`` (default: torch's, i.e. inductor).
 COMPILE_OPTIONS: dict = {}
@@ -46,3 +55,24 @@ def prepare_network(network: nn.Module, *, attention: str = "auto", channels_las
 def is_compiled(network: nn.Module) -> bool:
     """Whether :func:`prepare_network` compiled ``network`` (``nn.Module.compile`` in place)."""
     return getattr(network, "_compiled_call_impl", None) is not None
+
+
+def cpu_bf16_is_fast() -> bool:
+    """Whether this CPU runs bfloat16 convolutions and matmuls on AMX tiles (Sapphire Rapids and
+    later Xeons). Only there was bf16 measured faster than float32 for the embedded prior
+    (0.47x a forward); with AVX512-BF16 alone it was 1.18x, without bf16 instructions 2.7x to 76x
+    (docs/PERFORMANCE.md)."""
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    try:
+        return bool(probe()) if probe is not None else False
+    except Exception:  # an unusual build without the probe's backing
+        return False
+
+
+def resolve_cpu_bf16(choice: str) -> bool:
+    """``cpu_bf16`` ``"auto"``/``"on"``/``"off"`` (or a bool) as a bool for this machine."""
+    if isinstance(choice, bool):
+        return choice
+    if choice not in CPU_BF16_CHOICES:
+        raise ValueError(f"cpu_bf16 must be one of {CPU_BF16_CHOICES}, got {choice!r}")
+    return cpu_bf16_is_fast() if choice == "auto" else choice == "on"
