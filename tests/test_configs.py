@@ -25,12 +25,43 @@ class ParseOnly(ReddCLI):
     def _run_subcommand(self, subcommand: str) -> None:
         pass
 
+    def again(self, args: list[str]) -> ParseOnly:
+        """What ``__init__`` does after building the parser, for other arguments: parsing is
+        a quarter of building the parser, which every test would otherwise repeat."""
+        self.parse_arguments(self.parser, args)
+        self._parse_ckpt_path()
+        self.subcommand = self.config["subcommand"]
+        self.before_instantiate_classes()
+        self.instantiate_classes()
+        return self
 
-def parse(*files: Path, cli_class=ParseOnly):
-    args = ["predict"]
-    for f in files:
-        args += ["--config", str(f)]
-    return cli_class(args=args, run=True)
+
+def arguments(files: tuple[Path, ...]) -> list[str]:
+    return ["predict"] + [a for f in files for a in ("--config", str(f))]
+
+
+_SHARED: list[ParseOnly] = []
+
+
+def parse(*files: Path) -> ParseOnly:
+    """The files parsed by one parser shared by the module's tests (that it parses as a fresh
+    one does is tested below)."""
+    if not _SHARED:
+        _SHARED.append(ParseOnly(args=arguments(files), run=True))
+        return _SHARED[0]
+    return _SHARED[0].again(arguments(files))
+
+
+def test_the_shared_parser_parses_as_a_fresh_one():
+    """No value of an earlier parse leaks into a later one: a fragment's keys, a prior fragment's
+    checkpoint and flags, a derived output folder."""
+    sequence = [(CONFIGS / "demo.yaml", CONFIGS / "task" / "jpeg.yaml"), (CONFIGS / "demo.yaml",),
+                (CONFIGS / "prior" / "adm_imagenet256.yaml", CONFIGS / "imagenet256" / "sr4.yaml"),
+                (CONFIGS / "imagenet256" / "sr4.yaml",), (CONFIGS / "demo.yaml", CONFIGS / "solver" / "dps.yaml")]
+    shared = [parse(*files).parsed.as_dict() for files in sequence]
+    fresh = [ParseOnly(args=arguments(files), run=True).parsed.as_dict() for files in sequence]
+    assert shared == fresh
+    assert shared[0] != shared[1] and shared[2] != shared[3]  # the sequence does change values
 
 
 def config_id(p: Path) -> str:
