@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import Crash, crash_at, make_images, output_files, tiny_args
+from crashes import Crash, crash_at
+from helpers import make_images, output_files, tiny_args
 from PIL import Image
 
 from lightning_redd.runs import fsio

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import Crash, crash_at
+from crashes import Crash, crash_at
 
 from lightning_redd import pictures
 from lightning_redd.lit.restored import Restored
