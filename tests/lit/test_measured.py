@@ -206,18 +206,25 @@ def test_an_sr_factor_that_does_not_fit_the_prior_is_named(tmp_path):
 
 
 # ---------------------------------------------------------------------- the CLI, 1 and 2 processes
+MEASURED_RUN = ("predict", "--config", "configs/measured/sr4.yaml", "--data.ground_truth", "null",
+                "--trainer.enable_progress_bar", "false", "--model.solver.init_args.num_steps", "4",
+                "--data.batch_size", "1", "--data.limit", "2")
+
+
 def run(out: Path, *extra: str) -> subprocess.CompletedProcess:
-    argv = [sys.executable, "-m", "lightning_redd.lit.cli", "predict", "--config", "configs/measured/sr4.yaml",
-            "--data.ground_truth", "null", "--trainer.default_root_dir", str(out), "--trainer.enable_progress_bar", "false",
-            "--model.solver.init_args.num_steps", "4", "--data.batch_size", "1", "--data.limit", "2", *extra]
+    argv = [sys.executable, "-m", "lightning_redd.lit.cli", *MEASURED_RUN, "--trainer.default_root_dir", str(out), *extra]
     proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return proc
 
 
-def test_measured_run_without_ground_truth_on_one_and_two_processes(tmp_path):
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_measured_run_without_ground_truth_on_one_and_two_processes(tmp_path, monkeypatch):
+    """One process (in this one) and two (gloo, a fresh interpreter) give the same table and images."""
     one, two = tmp_path / "one", tmp_path / "two"
-    run(one)
+    monkeypatch.chdir(ROOT)  # the config's data.root is relative to the repository
+    _cli(*MEASURED_RUN, "--trainer.default_root_dir", str(one))
     proc = run(two, "--trainer.devices", "2", "--trainer.strategy", "ddp", "--trainer.accelerator", "cpu")
     assert "Starting with 2 processes" in proc.stderr
     rows = [list(csv.DictReader(open(d / "metrics.csv"))) for d in (one, two)]
