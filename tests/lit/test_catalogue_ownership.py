@@ -84,7 +84,8 @@ def test_item1_a_folder_holding_files_of_its_own_is_refused(tmp_path, capsys, fi
 
 
 # --------------------------------------------------------------------------- item 2
-@pytest.mark.parametrize("case", ["never a run", "a run and a file of the user's in restored/", "a run and a file outside its places"])
+@pytest.mark.parametrize("case", ["never a run", "a run and a file of the user's in restored/",
+                                  pytest.param("a run and a file outside its places", marks=pytest.mark.slow)])
 def test_item2_overwrite_deletes_only_the_files_of_the_manifest(tmp_path, capsys, case):
     images, out = make_images(tmp_path / "in", n=2), tmp_path / "out"
     if case != "never a run":
@@ -181,7 +182,8 @@ def _chattr(flag: str, path: Path) -> bool:
     return subprocess.run(["chattr", flag, str(path)], capture_output=True).returncode == 0
 
 
-@pytest.mark.parametrize("case", ["read-only folder", "read-only logs/", "disk full", "corrupt run_config.yaml", "title"])
+@pytest.mark.parametrize("case", ["read-only folder", "read-only logs/", pytest.param("disk full", marks=pytest.mark.slow),
+                                  "corrupt run_config.yaml", "title"])
 def test_item13_one_clean_message_with_the_path_and_the_fix(tmp_path, capsys, monkeypatch, case):
     images, out = make_images(tmp_path / "in", n=2), tmp_path / "out"
     argv = tiny_args(out, images, "--data.batch_size", "1", steps=3)

@@ -246,6 +246,7 @@ def test_diverged_images_are_recorded_not_written_and_exit_nonzero(tmp_path, cap
     assert status == 3
 
 
+@pytest.mark.slow
 def test_a_diverged_image_leaves_its_batch_mates_unchanged(tmp_path, monkeypatch, capsys):
     """A diverged image: batch mates bit-identical to a run where it does not diverge, a status
     row, non-zero exit, and a resume that redoes it and nothing else."""
@@ -346,6 +347,7 @@ def test_stale_temporary_files_are_removed_at_the_next_start(tmp_path):
 
 
 # --------------------------------------------------------------------------- the run record
+@pytest.mark.slow
 def test_rerun_with_other_settings_is_refused_with_the_keys(tmp_path, capsys):
     images = make_images(tmp_path / "in", n=2)
     out = tmp_path / "out"

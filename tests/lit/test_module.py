@@ -71,6 +71,7 @@ def test_fit_and_predict_write_the_same_images(tmp_path, monkeypatch):
     assert not list((tmp_path / "pred").rglob("*.tmp"))
 
 
+@pytest.mark.slow
 def test_batch_size_and_batch_mates_do_not_matter(tmp_path, monkeypatch):
     images = make_images(tmp_path / "in", n=4)
     seen = capture(monkeypatch)

@@ -62,6 +62,9 @@ def images_folder(tmp: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
+@pytest.mark.slurm
 def test_requeue_on_sigusr1_finishes_every_image_once(tmp_path, monkeypatch):
     _cluster_or_skip()
     images = images_folder(tmp_path)

@@ -200,6 +200,7 @@ def test_no_seams_at_tile_borders_of_a_4x4_tiling(image, t):
             assert ok(across, inside), (overlap, axis, across, inside)
 
 
+@pytest.mark.slow
 def test_no_seams_with_the_embedded_prior(embedded):
     """The shipped 64 px prior on 128x128 flat and gradient images (2 x 2 tiles without overlap,
     3 x 3 with the default 16 px), noise-free ``x_t`` at t = 500: across tile edges / inside,
