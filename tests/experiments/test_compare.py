@@ -112,6 +112,7 @@ def test_line_plot_draws_every_series():
     assert pictures.COLOURS[0] in colours and pictures.COLOURS[1] in colours
 
 
+@pytest.mark.slow
 def test_lpips_column_when_the_metric_is_available(tmp_path, monkeypatch):
     import torch
 

@@ -84,7 +84,7 @@ def test_item1_a_folder_holding_files_of_its_own_is_refused(tmp_path, capsys, fi
 
 
 # --------------------------------------------------------------------------- item 2
-@pytest.mark.parametrize("case", ["never a run", "a run and a file of the user's in restored/",
+@pytest.mark.parametrize("case", ["never a run", pytest.param("a run and a file of the user's in restored/", marks=pytest.mark.slow),
                                   pytest.param("a run and a file outside its places", marks=pytest.mark.slow)])
 def test_item2_overwrite_deletes_only_the_files_of_the_manifest(tmp_path, capsys, case):
     images, out = make_images(tmp_path / "in", n=2), tmp_path / "out"
@@ -183,7 +183,7 @@ def _chattr(flag: str, path: Path) -> bool:
 
 
 @pytest.mark.parametrize("case", ["read-only folder", "read-only logs/", pytest.param("disk full", marks=pytest.mark.slow),
-                                  "corrupt run_config.yaml", "title"])
+                                  pytest.param("corrupt run_config.yaml", marks=pytest.mark.slow), "title"])
 def test_item13_one_clean_message_with_the_path_and_the_fix(tmp_path, capsys, monkeypatch, case):
     images, out = make_images(tmp_path / "in", n=2), tmp_path / "out"
     argv = tiny_args(out, images, "--data.batch_size", "1", steps=3)
@@ -245,7 +245,7 @@ def _hold_lock(out: Path) -> subprocess.Popen:
     return proc
 
 
-@pytest.mark.parametrize("case", ["overlap", "foreign files", "locked", "plot after resume"])
+@pytest.mark.parametrize("case", ["overlap", "foreign files", "locked", pytest.param("plot after resume", marks=pytest.mark.slow)])
 def test_item14_nothing_created_before_the_checks_pass(tmp_path, capsys, monkeypatch, case):
     images = make_images(tmp_path / "in", n=2)
     out = images / "out" if case == "overlap" else tmp_path / "out"

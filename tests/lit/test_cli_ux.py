@@ -27,6 +27,7 @@ def folder_of(err: str) -> Path:
     return Path(re.search(r"image\(s\) in (\S+):", err).group(1))
 
 
+@pytest.mark.slow
 def test_the_summary_numbers_are_metrics_csv_numbers(tmp_path, capsys):
     images = make_images(tmp_path / "in", n=3)
     status, _, err = run_main(tiny_args(tmp_path / "out", images), capsys)

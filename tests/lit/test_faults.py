@@ -49,8 +49,9 @@ def run_main(argv: list[str], capsys) -> tuple[int, str]:
 # The write order itself, with a crash injected at every write and manifest append of the image
 # writer, is tested at unit level (tests/runs/test_write_order.py). Here: the command's own
 # writes (run_config.yaml first), that the command's sequence is the writer's, and three crashes
-# end to end (the run record; mid-image, resumed through the data's skip of finished images;
-# after metrics.csv, resumed with nothing left to restore) plus one real SIGKILL.
+# end to end (the run record; a manifest append after the first image, resumed through the data's
+# skip of finished images; after metrics.csv, resumed with nothing left to restore) plus one real
+# SIGKILL.
 def unlisted(root: Path) -> list[str]:
     """Files of the run's places its manifest does not list (must stay empty at every kill)."""
     from lightning_redd.runs.checks import foreign_files
@@ -87,12 +88,14 @@ def test_the_command_writes_its_run_record_then_the_writers_order(crash_setup):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("k, phase", [(2, "during"), (11, "during"), (16, "after")],
-                         ids=["run_config.yaml", "init/img1.png", "metrics.csv"])
+@pytest.mark.parametrize("k, phase", [(2, "during"), (9, "during"), (16, "after")],
+                         ids=["run_config.yaml", "append-img1", "metrics.csv"])
 def test_crash_then_rerun_gives_the_uninterrupted_result(crash_setup, monkeypatch, k, phase):
-    """Faults 2 and 9, end to end: a crash in the middle of the run record's write, in the middle
-    of the second image's PNGs, and after metrics.csv (every image finished, summary.json not
-    written: the rerun has nothing to restore and finishes the run). The manifest lists every
+    """Faults 2 and 9, end to end: a crash in the middle of the run record's write (a stale
+    temporary file), in the middle of the manifest append of the second image's files (a partial
+    line; the first image finished, skipped by the rerun), and after metrics.csv (every image
+    finished, summary.json not written: the rerun has nothing to restore and finishes the run).
+    The command's checks and clean-up at the start run in each rerun. The manifest lists every
     file the run wrote at the crash; the same command again must finish the run byte for byte,
     one row per image, no temporary file left, and a manifest of exactly the run's files."""
     tmp, images, reference, _ = crash_setup
@@ -232,6 +235,7 @@ def test_every_bad_file_is_reported_at_once_with_a_count(tmp_path):
         assert name in msg
 
 
+@pytest.mark.slow
 def test_diverged_images_are_recorded_not_written_and_exit_nonzero(tmp_path, capsys):
     """Fault 6: a diverged solve (lr 1e30) wrote black PNGs and nan rows and exited 0, and
     resume would have treated them as finished."""
@@ -276,6 +280,7 @@ def test_a_diverged_image_leaves_its_batch_mates_unchanged(tmp_path, monkeypatch
     assert status == 3 and sorted(again) == ["zbad"]
 
 
+@pytest.mark.slow
 def test_logs_go_under_the_output_folder_not_the_working_directory(tmp_path, monkeypatch):
     """Fault 7: every run wrote ./outputs/demo/logs whatever --trainer.default_root_dir said."""
     images = make_images(tmp_path / "in", n=1)
@@ -331,6 +336,7 @@ def test_checkpoint_errors_name_the_file_in_one_message(tmp_path, capsys, case):
     assert not (tmp_path / "out" / "records").exists()
 
 
+@pytest.mark.slow
 def test_stale_temporary_files_are_removed_at_the_next_start(tmp_path):
     """Fault 9: a crash in the middle of a PNG write left a hidden .name.*.png.tmp forever. Only
     temporaries of files the run's manifest lists are the run's to remove."""
@@ -365,6 +371,7 @@ def test_rerun_with_other_settings_is_refused_with_the_keys(tmp_path, capsys):
     assert not (out / "restored" / "img1.png").exists()
 
 
+@pytest.mark.slow
 def test_created_files_follow_the_umask(tmp_path):
     images = make_images(tmp_path / "in", n=1)
     old = os.umask(0o022)

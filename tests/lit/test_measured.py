@@ -28,7 +28,6 @@ from lightning_redd.operators.denoising import Denoising
 from lightning_redd.operators.inpainting import Inpainting
 from lightning_redd.operators.jpeg import CHROMA_TABLE, JPEG, LUMA_TABLE, scaled_table
 from lightning_redd.operators.super_resolution import BlockAverageSR
-from lightning_redd.priors.embedded import EmbeddedPrior
 from lightning_redd.solvers.red_diff import RedDiff
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,8 +37,8 @@ PAIR = KEYS[:2]  # the round trips restore 2 of them (seconds each)
 
 
 @pytest.fixture(scope="module")
-def prior():
-    return EmbeddedPrior()
+def prior(embedded_prior):
+    return embedded_prior
 
 
 def solve(prior, operator, data) -> tuple[RestorationModule, "Restored"]:  # noqa: F821
@@ -65,6 +64,7 @@ TASKS = {  # synthetic operator, its file-fed twin, and what each image's files 
 ROUND_TRIP_BOUND = {"inpainting": 0.0, "sr4": 0.0, "deblur": 1e-4, "jpeg": 0.0}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", TASKS)
 def test_restoring_from_files_equals_the_synthetic_run(prior, tmp_path, task):
     synthetic, fed, param = TASKS[task]
@@ -153,6 +153,7 @@ def _cli(*args: str):
     return cli(list(args))
 
 
+@pytest.mark.slow
 def test_every_bad_file_is_named_at_once(tmp_path):
     y, masks, kernels = tmp_path / "y", tmp_path / "masks", tmp_path / "kernels"
     for name, size in (("a", 64), ("b", 64), ("c", 64), ("d", 32)):
@@ -192,6 +193,7 @@ def test_every_bad_file_is_named_at_once(tmp_path):
              f"--data.param_folders={{mask: {masks}, kernel: {kernels}}}", "--trainer.default_root_dir", str(tmp_path / "o"))
 
 
+@pytest.mark.slow
 def test_an_sr_factor_that_does_not_fit_the_prior_is_named(tmp_path):
     for name in ("a", "b"):
         _png(tmp_path / "y" / f"{name}.png", np.zeros((32, 32, 3), np.uint8))

@@ -17,7 +17,6 @@ from helpers import ConvPrior, MaskOperator
 from lightning_redd import seeding
 from lightning_redd.operators.inpainting import Inpainting
 from lightning_redd.priors.adm import ADMPrior
-from lightning_redd.priors.embedded import EmbeddedPrior
 from lightning_redd.priors.gaussian import GaussianPrior
 from lightning_redd.priors.tiled import TiledPrior, Tiling, at_size, axis_tiles, grid_offset, ramp_window, reflect_index
 from lightning_redd.solvers.ddim import DDIM
@@ -36,8 +35,8 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def embedded():
-    return EmbeddedPrior()
+def embedded(embedded_prior):
+    return embedded_prior
 
 
 def noisy(shape, seed=0):

@@ -54,6 +54,7 @@ RECORDED = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mask", ["box", "strokes"])
 def test_restores_the_demo_photographs_as_recorded(mask):
     """Both regularisers beat the start (pinv: missing pixels at 0) on every image, and the

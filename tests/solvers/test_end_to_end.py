@@ -10,15 +10,14 @@ import torch
 from lightning_redd import seeding
 from lightning_redd.data.folder import list_images, load_image
 from lightning_redd.operators.registry import OPERATORS, build_operator
-from lightning_redd.priors.embedded import EmbeddedPrior
 from lightning_redd.solvers.red_diff import RedDiff
 
 DEMO = Path(__file__).resolve().parents[2] / "data" / "demo"
 
 
 @pytest.fixture(scope="module")
-def prior():
-    return EmbeddedPrior()
+def prior(embedded_prior):
+    return embedded_prior
 
 
 @pytest.fixture(scope="module")
