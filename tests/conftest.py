@@ -50,16 +50,3 @@ def resnet_weights(tmp_path_factory):
     torch.save(_he_normal(net.state_dict(), 3), path)
     return path
 
-
-@pytest.fixture(scope="session")
-def embedded_prior():
-    """The shipped 64 px prior, loaded once for the session (frozen; a test must not change it,
-    which is checked when the session ends)."""
-    from lightning_redd.priors.embedded import EmbeddedPrior
-
-    prior = EmbeddedPrior()
-    before = {k: v.clone() for k, v in prior.state_dict().items()}
-    yield prior
-    after = prior.state_dict()
-    assert list(after) == list(before) and all(torch.equal(after[k], v) for k, v in before.items()), \
-        "a test changed the session's embedded prior: give it its own EmbeddedPrior()"

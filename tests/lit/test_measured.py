@@ -37,8 +37,10 @@ PAIR = KEYS[:2]  # the round trips restore 2 of them (seconds each)
 
 
 @pytest.fixture(scope="module")
-def prior(embedded_prior):
-    return embedded_prior
+def prior():
+    from lightning_redd.priors.embedded import EmbeddedPrior
+
+    return EmbeddedPrior()
 
 
 def solve(prior, operator, data) -> tuple[RestorationModule, "Restored"]:  # noqa: F821

@@ -35,8 +35,10 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def embedded(embedded_prior):
-    return embedded_prior
+def embedded():
+    from lightning_redd.priors.embedded import EmbeddedPrior
+
+    return EmbeddedPrior()
 
 
 def noisy(shape, seed=0):

@@ -27,12 +27,14 @@ DEMO = Path(__file__).resolve().parents[2] / "data" / "demo"
 
 
 @pytest.fixture(scope="module")
-def demo(embedded_prior):
+def demo():
+    from lightning_redd.priors.embedded import EmbeddedPrior
+
     idx = [0, 2]
     x = torch.stack([load_image(p, 64) for p in list_images(DEMO)])[idx]
     op = Inpainting(mask="random", drop_fraction=0.7).bind([seeding.image_seed(0, i, "operator") for i in idx], (3, 64, 64))
     y = op.measure(x, seeding.generators(0, idx, "noise"))
-    return embedded_prior, x, y, op, idx
+    return EmbeddedPrior(), x, y, op, idx
 
 
 @pytest.mark.slow

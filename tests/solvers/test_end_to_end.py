@@ -16,8 +16,10 @@ DEMO = Path(__file__).resolve().parents[2] / "data" / "demo"
 
 
 @pytest.fixture(scope="module")
-def prior(embedded_prior):
-    return embedded_prior
+def prior():
+    from lightning_redd.priors.embedded import EmbeddedPrior
+
+    return EmbeddedPrior()
 
 
 @pytest.fixture(scope="module")
