@@ -49,3 +49,4 @@ def resnet_weights(tmp_path_factory):
     path = tmp_path_factory.mktemp("w") / "resnet18-f37072fd.pth"
     torch.save(_he_normal(net.state_dict(), 3), path)
     return path
+

@@ -19,6 +19,7 @@ def bench(monkeypatch):
     return module
 
 
+@pytest.mark.slow
 def test_every_mode_runs_and_json_names_the_device(bench, tmp_path):
     out = tmp_path / "tiny.json"
     bench.main(["--arch", "tiny", "--batch", "2", "--warmup", "0", "--repeats", "2", "--memory", "off",
@@ -34,6 +35,8 @@ def test_every_mode_runs_and_json_names_the_device(bench, tmp_path):
     assert res["images_per_hour"]["iterate"] > 0
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_cpu_peak_memory_in_a_child_and_ab(bench, tmp_path):
     out = tmp_path / "mem.json"
     bench.main(["--arch", "tiny", "--warmup", "0", "--repeats", "1", "--mem-repeats", "1", "--modes", "forward",
@@ -52,6 +55,8 @@ def test_cpu_peak_memory_in_a_child_and_ab(bench, tmp_path):
     assert all(v > 0 for v in json.loads(out.read_text())["pieces_s"].values())
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_gpu_check_dry_run_writes_json_and_markdown(monkeypatch, tmp_path):
     """``gpu_check.py --dry-run``: every section on the CPU with the tiny network; the JSON and the
     Markdown table it writes hold every section and the images/hour formula they state."""

@@ -2,12 +2,15 @@
 networks: the paper's 552 M-parameter prior is only type-checked here)."""
 from __future__ import annotations
 
+import functools
 import inspect
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
+from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningCLI
 
 from lightning_redd.lit.cli import ReddCLI
@@ -25,12 +28,51 @@ class ParseOnly(ReddCLI):
     def _run_subcommand(self, subcommand: str) -> None:
         pass
 
+    def again(self, args: list[str]) -> ParseOnly:
+        """What ``__init__`` does after building the parser, for other arguments: parsing is
+        a quarter of building the parser, which every test would otherwise repeat."""
+        self.parse_arguments(self.parser, args)
+        self._parse_ckpt_path()
+        self.subcommand = self.config["subcommand"]
+        self.before_instantiate_classes()
+        self.instantiate_classes()
+        return self
 
-def parse(*files: Path, cli_class=ParseOnly):
-    args = ["predict"]
-    for f in files:
-        args += ["--config", str(f)]
-    return cli_class(args=args, run=True)
+
+def arguments(files: tuple[Path, ...]) -> list[str]:
+    return ["predict"] + [a for f in files for a in ("--config", str(f))]
+
+
+_SHARED: list[ParseOnly] = []
+
+
+def shared_parser() -> ParseOnly:
+    """One parser for the module's tests (that it parses as a fresh one does is tested below)."""
+    if not _SHARED:
+        _SHARED.append(ParseOnly(args=arguments((CONFIGS / "demo.yaml",)), run=True))
+    return _SHARED[0]
+
+
+@functools.lru_cache(maxsize=None)
+def _parsed(files: tuple[Path, ...]) -> Namespace:
+    return shared_parser().again(arguments(files)).parsed
+
+
+def parse(*files: Path) -> SimpleNamespace:
+    """The files parsed (once per combination: several tests read the same ones; they only read)."""
+    return SimpleNamespace(parsed=_parsed(files))
+
+
+def test_the_shared_parser_parses_as_a_fresh_one():
+    """No value of an earlier parse leaks into a later one: a fragment's keys, a prior fragment's
+    checkpoint and flags, a derived output folder."""
+    sequence = [(CONFIGS / "demo.yaml", CONFIGS / "task" / "jpeg.yaml"), (CONFIGS / "demo.yaml",),
+                (CONFIGS / "prior" / "adm_imagenet256.yaml", CONFIGS / "imagenet256" / "sr4.yaml"),
+                (CONFIGS / "imagenet256" / "sr4.yaml",)]
+    shared = [shared_parser().again(arguments(files)).parsed.as_dict() for files in sequence]
+    for i in (1, 3):  # each after a parse that sets more
+        assert shared[i] == ParseOnly(args=arguments(sequence[i]), run=True).parsed.as_dict()
+    assert shared[0] != shared[1] and shared[2] != shared[3]  # the sequence does change values
 
 
 def config_id(p: Path) -> str:

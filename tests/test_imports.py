@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 PACKAGE = Path(__file__).resolve().parents[1] / "lightning_redd"
 
 
@@ -76,8 +78,12 @@ def circles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
-def test_no_import_circle_among_the_modules():
-    graph = edges(modules())
+@pytest.fixture(scope="module")
+def graph() -> dict[str, set[str]]:
+    return edges(modules())
+
+
+def test_no_import_circle_among_the_modules(graph):
     assert len(graph) > 50 and sum(map(len, graph.values())) > 100  # the walk sees the package
     assert circles(graph) == []
 
@@ -87,7 +93,6 @@ def test_the_check_finds_a_circle(tmp_path):
     assert circles({"a": {"b"}, "b": {"a"}, "c": {"a"}}) == [["a", "b"]]
 
 
-def test_lower_layers_never_import_lit():
-    graph = edges(modules())
+def test_lower_layers_never_import_lit(graph):
     low = [m for m in graph if m.split(".")[1:2] and m.split(".")[1] in ("operators", "priors", "solvers", "data", "metrics", "runs")]
     assert not [(m, t) for m in low for t in graph[m] if t.startswith("lightning_redd.lit")]

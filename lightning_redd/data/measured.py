@@ -1,5 +1,8 @@
 """Measured data: restore the user's own degraded images ``y`` (no clean image needed).
 
+One file, over 300 lines: reading, writing and exporting measurements share one file format
+(PNG, or ``.npy`` in a checked range), which the folder data checks.
+
 :class:`MeasuredFolderData`: a folder of measurements, matched by name stem to an optional
 folder of ground truth (for scores) and to the folders of the operator's parameter files
 (``data.param_folders``: masks for inpainting, kernels for deblurring). Measurements are read

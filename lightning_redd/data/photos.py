@@ -1,5 +1,8 @@
 """Training patches for the embedded prior: random-scale crops of a few photographs.
 
+One file, over 300 lines: the training patches and the held-out exports share the photo lists
+(training and held out), their loader and the crop rules.
+
 By default the photos are the sample images that scikit-image ships inside its package
 (``skimage/data/*.png|jpg``: read from disk, never downloaded). scikit-image is only needed
 for this (``pip install 'lightning_redd[train]'``). A folder of your own images works too.

@@ -1,6 +1,10 @@
 """The ``lightning-redd`` command: a LightningCLI over :class:`RestorationModule` and
 :class:`ImageFolderData`.
 
+One file, over 300 lines: the CLI's hooks run as one sequence (parse, check, lock, record, run,
+summary) and :func:`main` maps their errors to exit statuses; the other commands are in
+:mod:`lightning_redd.lit.commands`.
+
     lightning-redd fit --config configs/demo.yaml       # one solver iterate per training step
     lightning-redd predict --config configs/demo.yaml   # the whole solve inside predict_step
 

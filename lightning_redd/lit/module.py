@@ -1,5 +1,8 @@
 """The restoration LightningModule: one solver iterate per training step.
 
+One file, over 300 lines: one LightningModule, whose fit (one iterate per step) and predict
+(the whole solve) share its state and are best read side by side.
+
 ``fit``: the DataModule visits each batch ``num_iterates`` times; at the batch's first
 visit the module measures the images and starts a solve (fresh ``mu`` and Adam state), each
 ``training_step`` runs exactly one ``solver.step``, and the last one returns

@@ -1,5 +1,7 @@
 """Any prior at any image size: :class:`TiledPrior` and :func:`at_size`.
 
+One file, over 300 lines: the tile grid, its windows and :class:`TiledPrior` are one algorithm.
+
 RED-diff needs from the prior only ``eps_theta(x_t, t)``, and a diffusion UNet is a local
 denoiser, so an image of any ``H x W`` is regularised by denoising it in prior-sized tiles:
 

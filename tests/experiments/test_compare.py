@@ -26,6 +26,7 @@ def read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
+@pytest.mark.slow
 def test_table_figure_and_tuned_fragments(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))  # no LPIPS weights there
     out, tuned = tmp_path / "cmp", tmp_path / "tuned" / "solver"
@@ -58,6 +59,7 @@ def test_table_figure_and_tuned_fragments(tmp_path, monkeypatch):
     assert (tuned / "red_diff.yaml").is_file()
 
 
+@pytest.mark.slow
 def test_iterates_csv_and_plot(tmp_path, monkeypatch):
     pytest.importorskip("matplotlib")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
@@ -110,6 +112,7 @@ def test_line_plot_draws_every_series():
     assert pictures.COLOURS[0] in colours and pictures.COLOURS[1] in colours
 
 
+@pytest.mark.slow
 def test_lpips_column_when_the_metric_is_available(tmp_path, monkeypatch):
     import torch
 
@@ -132,6 +135,7 @@ def test_lpips_column_when_the_metric_is_available(tmp_path, monkeypatch):
     assert 0 < float(rows[0]["lpips"]) < 1 and "| LPIPS |" in (out / "table.md").read_text()
 
 
+@pytest.mark.slow
 def test_resume_reuses_finished_runs_and_reruns_incomplete_ones(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     out = tmp_path / "r"

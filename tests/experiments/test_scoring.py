@@ -22,6 +22,7 @@ def test_read_png_of_any_size_and_mode(tmp_path):
     assert torch.equal(scoring.read_png(tmp_path / "deep.png", 1), torch.ones(1, 2, 2))
 
 
+@pytest.mark.slow
 def test_lpips_is_a_note_without_weights_and_the_scorers_value_with_them(tmp_path, monkeypatch, alexnet_weights):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     scorer, note = scoring.lpips_scorer(None)

@@ -99,6 +99,7 @@ def test_5_mask_files_of_0_1_values_and_all_missing_masks(tmp_path, case):
     assert len(notes) == 1 and "values 0/1 (largest value 1) read as 0/1" in notes[0] and "img0.png" in notes[0]
 
 
+@pytest.mark.slow
 def test_5_a_run_on_0_1_masks_says_so_and_succeeds(tmp_path, capsys, caplog):
     images, masks = make_images(tmp_path / "in", n=1, size=16), tmp_path / "masks"
     masks.mkdir()

@@ -84,7 +84,8 @@ def test_item1_a_folder_holding_files_of_its_own_is_refused(tmp_path, capsys, fi
 
 
 # --------------------------------------------------------------------------- item 2
-@pytest.mark.parametrize("case", ["never a run", "a run and a file of the user's in restored/", "a run and a file outside its places"])
+@pytest.mark.parametrize("case", ["never a run", pytest.param("a run and a file of the user's in restored/", marks=pytest.mark.slow),
+                                  pytest.param("a run and a file outside its places", marks=pytest.mark.slow)])
 def test_item2_overwrite_deletes_only_the_files_of_the_manifest(tmp_path, capsys, case):
     images, out = make_images(tmp_path / "in", n=2), tmp_path / "out"
     if case != "never a run":
@@ -120,15 +121,15 @@ def test_item3_a_symlinked_output_subfolder_is_resolved_and_refused(tmp_path, ca
 
 
 # --------------------------------------------------------------------------- item 4
-def _command(out: Path, images: Path, gate: Path, subcommand: str) -> list[str]:
-    args = tiny_args(out, images, "--model.prior", "test_catalogue_ownership.GatedPrior", "--model.prior.init_args.gate",
+def _args(out: Path, images: Path, gate: Path, subcommand: str) -> list[str]:
+    return tiny_args(out, images, "--model.prior", "test_catalogue_ownership.GatedPrior", "--model.prior.init_args.gate",
                      str(gate), "--model.prior.init_args.started", str(gate.with_suffix(".started")), subcommand=subcommand)
-    return [sys.executable, "-m", "lightning_redd.lit.cli", *args]
 
 
-def _start(command: list[str]) -> subprocess.Popen:
+def _start(args: list[str]) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(TESTS), str(TESTS / "lit")])}
-    return subprocess.Popen(command, cwd=TESTS, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, "-m", "lightning_redd.lit.cli", *args], cwd=TESTS, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _wait_for(path: Path, proc: subprocess.Popen) -> None:
@@ -138,37 +139,40 @@ def _wait_for(path: Path, proc: subprocess.Popen) -> None:
         time.sleep(0.1)
 
 
-@pytest.mark.parametrize("first, second", [("predict", "fit"), ("fit", "predict"), ("predict", "killed")])
-def test_item4_one_run_per_folder_at_a_time(tmp_path, first, second):
-    """Real processes: the first run holds the folder (gated in its first solve); the second is
-    refused before anything, naming the first's PID and host, and leaves the first's in-flight
-    files alone; the first finishes. A killed holder's lock is taken over with a note."""
+@pytest.mark.slow
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("first, end", [("predict", "finishes"), ("fit", "killed")])
+def test_item4_one_run_per_folder_at_a_time(tmp_path, capsys, first, end):
+    """A real process holds the folder (gated in its first solve); a second run, predict and
+    then fit (from this process), is refused before anything, naming the first's PID and host,
+    and leaves the first's in-flight files alone; the first finishes. A killed holder's lock is
+    taken over with a note."""
     images, out, gate = make_images(tmp_path / "in", n=2), tmp_path / "out", tmp_path / "gate"
     put(out, "notes.txt")
     gate.touch()
-    holder = _start(_command(out, images, gate, first))
+    holder = _start(_args(out, images, gate, first))
     _wait_for(gate.with_suffix(".started"), holder)
     inflight = out / f".run_config.yaml.inflight{fsio.TMP_SUFFIX}"  # stands in for a write in flight
     inflight.write_bytes(b"partial")
     before = checksums(images) | {"notes": checksums(out)[str(out / "notes.txt")]}
-    if second == "killed":
-        holder.send_signal(signal.SIGKILL)
-        holder.communicate()
+    try:
+        for second in ("predict", "fit"):
+            status, err = run_main(_args(out, images, gate, second), capsys)
+            assert status == 2 and "Traceback" not in err, err[-3000:]
+            assert f"is in use by another lightning-redd run (PID {holder.pid} on host {socket.gethostname()}" in err
+            assert inflight.exists()
+    finally:
+        if end == "killed":
+            holder.send_signal(signal.SIGKILL)
         gate.unlink()
-        again = _start(_command(out, images, gate, "predict"))
-        _, err = again.communicate(timeout=300)
-        assert again.returncode == 0, err[-3000:]
+        _, holder_err = holder.communicate(timeout=300)
+    if end == "killed":
+        status, err = run_main(_args(out, images, gate, "predict"), capsys)
+        assert status == 0, err[-3000:]
         assert "ended without finishing" in err and f"PID {holder.pid} on host {socket.gethostname()}" in err
         assert not inflight.exists()  # the dead run's temporary, cleaned under the lock
     else:
-        other = _start(_command(out, images, gate, second))
-        _, err = other.communicate(timeout=300)
-        assert other.returncode == 2 and "Traceback" not in err, err[-3000:]
-        assert f"is in use by another lightning-redd run (PID {holder.pid} on host {socket.gethostname()}" in err
-        assert inflight.exists()
-        gate.unlink()
-        _, err = holder.communicate(timeout=300)
-        assert holder.returncode == 0, err[-3000:]
+        assert holder.returncode == 0, holder_err[-3000:]
     assert checksums(images) | {"notes": checksums(out)[str(out / "notes.txt")]} == before
     assert sorted(p.name for p in (out / "records").iterdir()) == ["img0.json", "img1.json"]
 
@@ -178,7 +182,8 @@ def _chattr(flag: str, path: Path) -> bool:
     return subprocess.run(["chattr", flag, str(path)], capture_output=True).returncode == 0
 
 
-@pytest.mark.parametrize("case", ["read-only folder", "read-only logs/", "disk full", "corrupt run_config.yaml", "title"])
+@pytest.mark.parametrize("case", ["read-only folder", "read-only logs/", pytest.param("disk full", marks=pytest.mark.slow),
+                                  pytest.param("corrupt run_config.yaml", marks=pytest.mark.slow), "title"])
 def test_item13_one_clean_message_with_the_path_and_the_fix(tmp_path, capsys, monkeypatch, case):
     images, out = make_images(tmp_path / "in", n=2), tmp_path / "out"
     argv = tiny_args(out, images, "--data.batch_size", "1", steps=3)
@@ -240,7 +245,7 @@ def _hold_lock(out: Path) -> subprocess.Popen:
     return proc
 
 
-@pytest.mark.parametrize("case", ["overlap", "foreign files", "locked", "plot after resume"])
+@pytest.mark.parametrize("case", ["overlap", "foreign files", "locked", pytest.param("plot after resume", marks=pytest.mark.slow)])
 def test_item14_nothing_created_before_the_checks_pass(tmp_path, capsys, monkeypatch, case):
     images = make_images(tmp_path / "in", n=2)
     out = images / "out" if case == "overlap" else tmp_path / "out"

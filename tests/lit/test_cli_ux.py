@@ -27,6 +27,7 @@ def folder_of(err: str) -> Path:
     return Path(re.search(r"image\(s\) in (\S+):", err).group(1))
 
 
+@pytest.mark.slow
 def test_the_summary_numbers_are_metrics_csv_numbers(tmp_path, capsys):
     images = make_images(tmp_path / "in", n=3)
     status, _, err = run_main(tiny_args(tmp_path / "out", images), capsys)
@@ -42,6 +43,7 @@ def test_the_summary_numbers_are_metrics_csv_numbers(tmp_path, capsys):
     assert "0 restored now, 3 already finished" in err
 
 
+@pytest.mark.slow
 def test_the_bundled_demo_runs_from_any_folder_and_writes_the_repo_demo_images(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(ROOT)
     status, _, err = run_main(["predict", "--config", "configs/demo.yaml", *FAST, "--trainer.default_root_dir", str(tmp_path / "repo")], capsys)
@@ -58,6 +60,7 @@ def test_the_bundled_demo_runs_from_any_folder_and_writes_the_repo_demo_images(t
     assert all(a.read_bytes() == b.read_bytes() for a, b in zip(repo, here))
 
 
+@pytest.mark.slow
 def test_two_task_fragments_get_their_own_folders(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _, _, err = run_main(["predict", "--config", "demo", *FAST], capsys)

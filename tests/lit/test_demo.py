@@ -31,10 +31,11 @@ def run(subcommand: str, out: Path, monkeypatch, *extra: str) -> dict[str, torch
     return seen
 
 
+@pytest.mark.slow
 def test_demo_fit_equals_predict(tmp_path, monkeypatch):
-    """fit = predict on the shipped demo config (at 40 of its 200 iterates, to keep the suite
+    """fit = predict on the shipped demo config (at 10 of its 200 iterates, to keep the suite
     short), and predict's full run gives the README's PSNR figures."""
-    short = ("--model.solver.init_args.num_steps", "40")
+    short = ("--model.solver.init_args.num_steps", "10")
     fit = run("fit", tmp_path / "fit", monkeypatch, *short)
     pred = run("predict", tmp_path / "predict_40", monkeypatch, *short)
     assert sorted(fit) == sorted(pred) == ["chelsea", "chelsea_face", "coffee", "motorcycle"]

@@ -47,6 +47,8 @@ def one_process(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 @pytest.mark.parametrize("subcommand", ["predict", "fit"])
 def test_two_processes_equal_one_within_the_bound(one_process, tmp_path, subcommand):
     out = tmp_path / "two"
@@ -62,6 +64,8 @@ def test_two_processes_equal_one_within_the_bound(one_process, tmp_path, subcomm
         assert abs(float(a["psnr"]) - float(b["psnr"])) < 0.05, a["name"]
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_a_run_started_on_one_process_finishes_on_two(one_process, tmp_path):
     out = tmp_path / "resumed"
     run(out, "predict", "--data.limit", "1")
@@ -77,6 +81,8 @@ def test_a_run_started_on_one_process_finishes_on_two(one_process, tmp_path):
     assert all(np.abs(ref[n] - got[n]).max() <= PIXEL_BOUND for n in NAMES[1:])
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_two_processes_give_the_same_metric_table(tmp_path, alexnet_weights, inception_weights, resnet_weights):
     """Every metric (per-image psnr, ssim, lpips, top1; dataset-level kid, fid) from 1 and 2
     processes, on the tiny prior with batch 1 (so both runs restore every image alone); the CSV

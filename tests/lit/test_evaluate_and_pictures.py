@@ -17,6 +17,7 @@ def read_csv(path) -> dict[str, dict]:
         return {r["name"]: r for r in csv.DictReader(fh)}
 
 
+@pytest.mark.slow
 def test_evaluate_gives_the_values_of_predicts_metrics_csv(tmp_path, capsys):
     images = make_images(tmp_path / "in", n=3, size=16)
     out = tmp_path / "run"
@@ -43,6 +44,7 @@ def test_evaluate_names_a_missing_weight_file(tmp_path, capsys, monkeypatch):
     assert "alexnet-owt-7be5be79.pth" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_run_folder_holds_grids_evolution_plot_and_summary(tmp_path):
     pytest.importorskip("matplotlib")
     images = make_images(tmp_path / "in", n=3, size=16)

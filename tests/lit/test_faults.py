@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from crashes import Crash, crash_at
 from helpers import make_images, output_files, tiny_args
 from PIL import Image
 
@@ -44,46 +45,13 @@ def run_main(argv: list[str], capsys) -> tuple[int, str]:
     return int(info.value.code or 0), capsys.readouterr().err
 
 
-# --------------------------------------------------------------------------- crashes at every write
-class Crash(BaseException):
-    """Stands in for SIGKILL: nothing in the run catches it, so the disk is left as a kill leaves it."""
-
-
-def crash_at(monkeypatch, k: int, phase: str) -> list[int]:
-    """Crash at the ``k``-th write of the run, counting file writes (:func:`fsio.atomic_write`)
-    and manifest appends (:func:`fsio.append_durably`): ``during`` it (a partial temporary file
-    or a partial manifest line stays behind, the destination is untouched) or right ``after``
-    it. Returns the counter (its value: the writes so far)."""
-    original_write, original_append = fsio.atomic_write, fsio.append_durably
-    count = [0]
-
-    def write(path, write, **kwargs):
-        count[0] += 1
-        if count[0] == k and phase == "during":
-            path = Path(path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            (path.parent / f".{path.name}.killed{k}{fsio.TMP_SUFFIX}").write_bytes(b"partial")
-            raise Crash(f"write {k} ({path.name})")
-        out = original_write(path, write, **kwargs)
-        if count[0] == k:
-            raise Crash(f"after write {k} ({Path(path).name})")
-        return out
-
-    def append(path, text):
-        count[0] += 1
-        if count[0] == k and phase == "during":
-            original_append(path, text[: max(1, len(text) // 2)].rstrip("\n"))
-            raise Crash(f"append {k} ({Path(path).name})")
-        out = original_append(path, text)
-        if count[0] == k:
-            raise Crash(f"after append {k} ({Path(path).name})")
-        return out
-
-    monkeypatch.setattr(fsio, "atomic_write", write)
-    monkeypatch.setattr(fsio, "append_durably", append)
-    return count
-
-
+# --------------------------------------------------------------------------- crashes at a write
+# The write order itself, with a crash injected at every write and manifest append of the image
+# writer, is tested at unit level (tests/runs/test_write_order.py). Here: the command's own
+# writes (run_config.yaml first), that the command's sequence is the writer's, and three crashes
+# end to end (the run record; a manifest append after the first image, resumed through the data's
+# skip of finished images; after metrics.csv, resumed with nothing left to restore) plus one real
+# SIGKILL.
 def unlisted(root: Path) -> list[str]:
     """Files of the run's places its manifest does not list (must stay empty at every kill)."""
     from lightning_redd.runs.checks import foreign_files
@@ -93,49 +61,58 @@ def unlisted(root: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def crash_setup(tmp_path_factory):
-    """Two images, batch 1, and the uninterrupted run's files."""
+    """Two images, batch 1, and the uninterrupted run's files and log of writes."""
     tmp = tmp_path_factory.mktemp("crash")
     images = make_images(tmp / "in", n=2)
-    cli(tiny_args(tmp / "reference", images, "--data.batch_size", "1", steps=3))
-    return tmp, images, output_files(tmp / "reference")
+    with pytest.MonkeyPatch.context() as m:
+        log = crash_at(m, 0, "after")
+        cli(tiny_args(tmp / "reference", images, "--data.batch_size", "1", steps=3))
+    return tmp, images, output_files(tmp / "reference"), log
 
 
-# writes of the run (batch 1, 2 images): the manifest append of run_config.yaml, run_config.yaml;
-# per batch the append of its files, then the image's restored, init and measured PNGs, the
-# batch's grid, the image's record; at the end the append of metrics.csv and summary.json, the
-# two files, the append of plots/psnr.png and the plot
-WRITES = 2 + 2 * (1 + 5) + 5
+def image_writes(name: str) -> list[str]:
+    own = [f"restored/{name}.png", f"init/{name}.png", f"measured/{name}.png", f"grids/{name}.png", f"records/{name}.json"]
+    return ["+" + " ".join(sorted(own))] + own
 
 
-def test_the_crash_matrix_covers_every_write(crash_setup, monkeypatch, tmp_path):
-    """WRITES is exactly the run's count of writes and appends (a crash point past the end
-    would never fire; one short of it would leave a write uncovered)."""
-    _, images, _ = crash_setup
-    count = crash_at(monkeypatch, 0, "after")
-    cli(tiny_args(tmp_path / "count", images, "--data.batch_size", "1", steps=3))
-    assert count[0] == WRITES
+#: writes of the run (batch 1, 2 images): the run record (its manifest append, the file), then
+#: the image writer's order (tests/runs/test_write_order.py) for these files
+WRITES = ["+run_config.yaml", "run_config.yaml", *image_writes("img0"), *image_writes("img1"),
+          "+metrics.csv summary.json", "metrics.csv", "summary.json", "+plots/psnr.png", "plots/psnr.png"]
 
 
-@pytest.mark.parametrize("phase", ["during", "after"])
-@pytest.mark.parametrize("k", range(1, WRITES + 1))
-def test_crash_at_each_write_then_rerun_gives_the_uninterrupted_result(crash_setup, monkeypatch, k, phase):
-    """Faults 2 and 9: a kill between an image's PNG and its metrics row, or in the middle of a
-    PNG write or a manifest append. The manifest lists every file the run wrote at the kill; the
-    same command again must finish the run byte for byte, one row per image, no temporary file
-    left, and a manifest of exactly the run's files."""
-    tmp, images, reference = crash_setup
+def test_the_command_writes_its_run_record_then_the_writers_order(crash_setup):
+    """The command adds only the run record, before any image; the rest is the writer's order,
+    whose every write is crash-tested at unit level."""
+    assert crash_setup[3] == WRITES
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("k, phase", [(2, "during"), (9, "during"), (16, "after")],
+                         ids=["run_config.yaml", "append-img1", "metrics.csv"])
+def test_crash_then_rerun_gives_the_uninterrupted_result(crash_setup, monkeypatch, k, phase):
+    """Faults 2 and 9, end to end: a crash in the middle of the run record's write (a stale
+    temporary file), in the middle of the manifest append of the second image's files (a partial
+    line; the first image finished, skipped by the rerun), and after metrics.csv (every image
+    finished, summary.json not written: the rerun has nothing to restore and finishes the run).
+    The command's checks and clean-up at the start run in each rerun. The manifest lists every
+    file the run wrote at the crash; the same command again must finish the run byte for byte,
+    one row per image, no temporary file left, and a manifest of exactly the run's files."""
+    tmp, images, reference, _ = crash_setup
     out = tmp / f"run_{k}_{phase}"
     argv = tiny_args(out, images, "--data.batch_size", "1", steps=3)
     with monkeypatch.context() as m:
-        crash_at(m, k, phase)
+        log = crash_at(m, k, phase)
         with pytest.raises(Crash):
             cli(argv)
+    assert log == WRITES[:k]
     assert unlisted(out) == []
     cli(argv)
     assert output_files(out) == reference
     assert [r["name"] for r in rows(out)] == ["img0", "img1"]
     assert not temporaries(out)
     assert manifest(out) == manifest(tmp / "reference")
+    assert (out / "summary.json").is_file()
 
 
 def manifest(root: Path) -> set[str]:
@@ -146,21 +123,23 @@ def manifest(root: Path) -> set[str]:
     return listed
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_sigkill_mid_run_then_rerun(crash_setup, tmp_path):
-    """Faults 2 and 9 with a real SIGKILL, in a fresh process: once in the middle of the second
-    image's restored PNG write (a stale temporary file), once between the first image's PNGs and
-    its record."""
-    tmp, images, reference = crash_setup
-    for k, phase in ((7, "during"), (6, "before")):  # write 7: img1's restored PNG; 6: img0's record
-        out = tmp_path / f"kill_{k}"
-        argv = tiny_args(out, images, "--data.batch_size", "1", steps=3)
-        runner = [sys.executable, str(Path(__file__).with_name("crash_runner.py")), str(k), phase, *argv]
-        proc = subprocess.run(runner, cwd=TESTS, capture_output=True, text=True, timeout=300)
-        assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
-        assert (phase == "during") == bool(temporaries(out))
-        cli(argv)
-        assert output_files(out) == reference
-        assert not temporaries(out)
+    """Faults 2 and 9 with a real SIGKILL, in a fresh process, in the middle of the second
+    image's restored PNG write (a stale temporary file; no handler of the run runs). A kill
+    between an image's PNGs and its record is the unit-level crash after its grid's write."""
+    tmp, images, reference, _ = crash_setup
+    k, phase = 7, "during"  # file write 7 (appends not counted): img1's restored PNG
+    out = tmp_path / f"kill_{k}"
+    argv = tiny_args(out, images, "--data.batch_size", "1", steps=3)
+    runner = [sys.executable, str(Path(__file__).with_name("crash_runner.py")), str(k), phase, *argv]
+    proc = subprocess.run(runner, cwd=TESTS, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert temporaries(out) and unlisted(out) == []
+    cli(argv)
+    assert output_files(out) == reference
+    assert not temporaries(out)
 
 
 # --------------------------------------------------------------------------- numbered faults
@@ -256,6 +235,7 @@ def test_every_bad_file_is_reported_at_once_with_a_count(tmp_path):
         assert name in msg
 
 
+@pytest.mark.slow
 def test_diverged_images_are_recorded_not_written_and_exit_nonzero(tmp_path, capsys):
     """Fault 6: a diverged solve (lr 1e30) wrote black PNGs and nan rows and exited 0, and
     resume would have treated them as finished."""
@@ -270,6 +250,7 @@ def test_diverged_images_are_recorded_not_written_and_exit_nonzero(tmp_path, cap
     assert status == 3
 
 
+@pytest.mark.slow
 def test_a_diverged_image_leaves_its_batch_mates_unchanged(tmp_path, monkeypatch, capsys):
     """A diverged image: batch mates bit-identical to a run where it does not diverge, a status
     row, non-zero exit, and a resume that redoes it and nothing else."""
@@ -299,6 +280,7 @@ def test_a_diverged_image_leaves_its_batch_mates_unchanged(tmp_path, monkeypatch
     assert status == 3 and sorted(again) == ["zbad"]
 
 
+@pytest.mark.slow
 def test_logs_go_under_the_output_folder_not_the_working_directory(tmp_path, monkeypatch):
     """Fault 7: every run wrote ./outputs/demo/logs whatever --trainer.default_root_dir said."""
     images = make_images(tmp_path / "in", n=1)
@@ -354,6 +336,7 @@ def test_checkpoint_errors_name_the_file_in_one_message(tmp_path, capsys, case):
     assert not (tmp_path / "out" / "records").exists()
 
 
+@pytest.mark.slow
 def test_stale_temporary_files_are_removed_at_the_next_start(tmp_path):
     """Fault 9: a crash in the middle of a PNG write left a hidden .name.*.png.tmp forever. Only
     temporaries of files the run's manifest lists are the run's to remove."""
@@ -370,6 +353,7 @@ def test_stale_temporary_files_are_removed_at_the_next_start(tmp_path):
 
 
 # --------------------------------------------------------------------------- the run record
+@pytest.mark.slow
 def test_rerun_with_other_settings_is_refused_with_the_keys(tmp_path, capsys):
     images = make_images(tmp_path / "in", n=2)
     out = tmp_path / "out"
@@ -387,6 +371,7 @@ def test_rerun_with_other_settings_is_refused_with_the_keys(tmp_path, capsys):
     assert not (out / "restored" / "img1.png").exists()
 
 
+@pytest.mark.slow
 def test_created_files_follow_the_umask(tmp_path):
     images = make_images(tmp_path / "in", n=1)
     old = os.umask(0o022)

@@ -28,7 +28,6 @@ from lightning_redd.operators.denoising import Denoising
 from lightning_redd.operators.inpainting import Inpainting
 from lightning_redd.operators.jpeg import CHROMA_TABLE, JPEG, LUMA_TABLE, scaled_table
 from lightning_redd.operators.super_resolution import BlockAverageSR
-from lightning_redd.priors.embedded import EmbeddedPrior
 from lightning_redd.solvers.red_diff import RedDiff
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,6 +38,8 @@ PAIR = KEYS[:2]  # the round trips restore 2 of them (seconds each)
 
 @pytest.fixture(scope="module")
 def prior():
+    from lightning_redd.priors.embedded import EmbeddedPrior
+
     return EmbeddedPrior()
 
 
@@ -65,6 +66,7 @@ TASKS = {  # synthetic operator, its file-fed twin, and what each image's files 
 ROUND_TRIP_BOUND = {"inpainting": 0.0, "sr4": 0.0, "deblur": 1e-4, "jpeg": 0.0}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", TASKS)
 def test_restoring_from_files_equals_the_synthetic_run(prior, tmp_path, task):
     synthetic, fed, param = TASKS[task]
@@ -153,6 +155,7 @@ def _cli(*args: str):
     return cli(list(args))
 
 
+@pytest.mark.slow
 def test_every_bad_file_is_named_at_once(tmp_path):
     y, masks, kernels = tmp_path / "y", tmp_path / "masks", tmp_path / "kernels"
     for name, size in (("a", 64), ("b", 64), ("c", 64), ("d", 32)):
@@ -192,6 +195,7 @@ def test_every_bad_file_is_named_at_once(tmp_path):
              f"--data.param_folders={{mask: {masks}, kernel: {kernels}}}", "--trainer.default_root_dir", str(tmp_path / "o"))
 
 
+@pytest.mark.slow
 def test_an_sr_factor_that_does_not_fit_the_prior_is_named(tmp_path):
     for name in ("a", "b"):
         _png(tmp_path / "y" / f"{name}.png", np.zeros((32, 32, 3), np.uint8))
@@ -206,18 +210,25 @@ def test_an_sr_factor_that_does_not_fit_the_prior_is_named(tmp_path):
 
 
 # ---------------------------------------------------------------------- the CLI, 1 and 2 processes
+MEASURED_RUN = ("predict", "--config", "configs/measured/sr4.yaml", "--data.ground_truth", "null",
+                "--trainer.enable_progress_bar", "false", "--model.solver.init_args.num_steps", "4",
+                "--data.batch_size", "1", "--data.limit", "2")
+
+
 def run(out: Path, *extra: str) -> subprocess.CompletedProcess:
-    argv = [sys.executable, "-m", "lightning_redd.lit.cli", "predict", "--config", "configs/measured/sr4.yaml",
-            "--data.ground_truth", "null", "--trainer.default_root_dir", str(out), "--trainer.enable_progress_bar", "false",
-            "--model.solver.init_args.num_steps", "4", "--data.batch_size", "1", "--data.limit", "2", *extra]
+    argv = [sys.executable, "-m", "lightning_redd.lit.cli", *MEASURED_RUN, "--trainer.default_root_dir", str(out), *extra]
     proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return proc
 
 
-def test_measured_run_without_ground_truth_on_one_and_two_processes(tmp_path):
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_measured_run_without_ground_truth_on_one_and_two_processes(tmp_path, monkeypatch):
+    """One process (in this one) and two (gloo, a fresh interpreter) give the same table and images."""
     one, two = tmp_path / "one", tmp_path / "two"
-    run(one)
+    monkeypatch.chdir(ROOT)  # the config's data.root is relative to the repository
+    _cli(*MEASURED_RUN, "--trainer.default_root_dir", str(one))
     proc = run(two, "--trainer.devices", "2", "--trainer.strategy", "ddp", "--trainer.accelerator", "cpu")
     assert "Starting with 2 processes" in proc.stderr
     rows = [list(csv.DictReader(open(d / "metrics.csv"))) for d in (one, two)]

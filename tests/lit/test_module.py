@@ -53,6 +53,7 @@ def by_name(batches: list) -> dict[str, torch.Tensor]:
     return {n: b.x_hat[i] for b in batches for i, n in enumerate(b.names) if b.keep is None or bool(b.keep[i])}
 
 
+@pytest.mark.slow
 def test_fit_and_predict_write_the_same_images(tmp_path, monkeypatch):
     images = make_images(tmp_path / "in")
     seen = capture(monkeypatch)
@@ -72,6 +73,7 @@ def test_fit_and_predict_write_the_same_images(tmp_path, monkeypatch):
     assert not list((tmp_path / "pred").rglob("*.tmp"))
 
 
+@pytest.mark.slow
 def test_batch_size_and_batch_mates_do_not_matter(tmp_path, monkeypatch):
     images = make_images(tmp_path / "in", n=4)
     seen = capture(monkeypatch)
@@ -89,6 +91,7 @@ def test_batch_size_and_batch_mates_do_not_matter(tmp_path, monkeypatch):
         assert (one[name] - limited[name]).abs().max() <= 1e-5
 
 
+@pytest.mark.slow
 def test_skip_existing_resumes_without_redoing(tmp_path, monkeypatch):
     images = make_images(tmp_path / "in")
     seen = capture(monkeypatch)
@@ -103,6 +106,7 @@ def test_skip_existing_resumes_without_redoing(tmp_path, monkeypatch):
     assert sorted(restored(tmp_path / "run")) == sorted(first) + ["img2"]
 
 
+@pytest.mark.slow
 def test_mixed_precision_keeps_mu_float32(tmp_path, monkeypatch):
     images = make_images(tmp_path / "in", n=1)
     seen = capture(monkeypatch)
@@ -151,6 +155,7 @@ def test_missing_folder_is_named(tmp_path):
         cli(args(tmp_path, tmp_path / "nowhere", "bad"))
 
 
+@pytest.mark.slow
 def test_lightning_checkpoints_leave_the_frozen_prior_out(tmp_path):
     """A Lightning checkpoint of the module holds no prior weights (the prior is reloaded from
     its own file), and loading such a checkpoint restores the module's own prior."""

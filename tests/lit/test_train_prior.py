@@ -110,6 +110,7 @@ def test_heldout_split_is_disjoint():
     assert "astronaut" not in {p.stem for p in train2} and [p.stem for p in held2] == ["astronaut"]
 
 
+@pytest.mark.slow
 def test_patches_range_and_shape():
     photos = pytest.importorskip("lightning_redd.data.photos")
     pytest.importorskip("skimage")

@@ -24,6 +24,7 @@ def _ranked_classes(metric, x):
         return net(preprocess(x, metric._cfg)).argsort(dim=1, descending=True)
 
 
+@pytest.mark.slow
 def test_top1_top5_against_the_model_s_own_ranking(resnet_weights):
     x = _images(0)
     metric = TopKAccuracy(MODEL, weights=resnet_weights)

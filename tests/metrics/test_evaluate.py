@@ -17,6 +17,7 @@ def _save(path, seed, size=(32, 32)):
     Image.fromarray(pixels).save(path)
 
 
+@pytest.mark.slow
 def test_suite_names_and_interface(alexnet_weights):
     with pytest.raises(ValueError, match="allowed"):
         MetricSuite(["psnr", "bogus"])
@@ -33,6 +34,7 @@ def test_suite_names_and_interface(alexnet_weights):
     assert suite.dataset[0].states()["features"].shape[0] == 0
 
 
+@pytest.mark.slow
 def test_evaluate_two_folders(tmp_path, alexnet_weights, resnet_weights):
     rest, ref = tmp_path / "restored", tmp_path / "reference"
     for i in range(4):

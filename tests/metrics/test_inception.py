@@ -14,6 +14,7 @@ def _images(seed, n, size=32):
     return torch.rand(n, 3, size, size, generator=g) * 2 - 1
 
 
+@pytest.mark.slow
 def test_inception_features_from_a_local_file(inception_weights, monkeypatch):
     fe = pytest.importorskip("torch_fidelity.feature_extractor_inceptionv3")
     # same code path at 96x96 instead of 299x299: 10x cheaper on a CPU

@@ -18,6 +18,7 @@ def test_file_names_are_torchvision_s():
         assert getattr(torchvision.models, enum).DEFAULT.url.endswith("/" + file_name)
 
 
+@pytest.mark.slow
 def test_matches_torchmetrics_with_the_same_backbone(alexnet_weights, monkeypatch):
     tml = pytest.importorskip("torchmetrics.functional.image.lpips")
     from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
@@ -45,6 +46,7 @@ def test_identical_images_deterministic_and_symmetric(alexnet_weights):
     assert torch.allclose(metric(x[:, :1], y[:, :1]), metric(x[:, :1].expand(-1, 3, -1, -1), y[:, :1].expand(-1, 3, -1, -1)))
 
 
+@pytest.mark.slow
 def test_default_location_is_the_torch_hub_folder(alexnet_weights):
     folder = hub_checkpoints_dir()  # TORCH_HOME points into tmp_path (conftest)
     folder.mkdir(parents=True)

@@ -32,6 +32,7 @@ def _save(folder, unet, **sched):
     return scheduler
 
 
+@pytest.mark.slow
 def test_matches_diffusers_with_learned_variance(tmp_path):
     from lightning_redd.priors.diffusers_prior import DiffusersPrior
 

@@ -79,6 +79,7 @@ def test_shipped_checkpoint_same_eps_with_either_kernel():
         assert abs(float(out.abs().mean()) - mean_abs) < 1e-5
 
 
+@pytest.mark.slow
 def test_switches_keep_state_dict_keys_and_defaults():
     """Every switch off by default, except the embedded prior's channels-last memory format
     (the CPU default chosen by measurement: docs/PERFORMANCE.md)."""
@@ -148,6 +149,7 @@ def test_auto_attention_is_the_path_each_network_always_took_on_the_cpu():
     assert torch.equal(unet_prior().eps(x, t), unet_prior(attention="sdpa").eps(x, t))
 
 
+@pytest.mark.slow
 def test_compile_plumbing_within_bound(monkeypatch):
     """``compile=True`` traced by dynamo (the ``aot_eager`` backend keeps this test to seconds; the
     inductor default is covered by the opt-in test below): within 1e-5 of the eager network."""

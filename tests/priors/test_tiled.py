@@ -17,7 +17,6 @@ from helpers import ConvPrior, MaskOperator
 from lightning_redd import seeding
 from lightning_redd.operators.inpainting import Inpainting
 from lightning_redd.priors.adm import ADMPrior
-from lightning_redd.priors.embedded import EmbeddedPrior
 from lightning_redd.priors.gaussian import GaussianPrior
 from lightning_redd.priors.tiled import TiledPrior, Tiling, at_size, axis_tiles, grid_offset, ramp_window, reflect_index
 from lightning_redd.solvers.ddim import DDIM
@@ -37,6 +36,8 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def embedded():
+    from lightning_redd.priors.embedded import EmbeddedPrior
+
     return EmbeddedPrior()
 
 
@@ -200,6 +201,7 @@ def test_no_seams_at_tile_borders_of_a_4x4_tiling(image, t):
             assert ok(across, inside), (overlap, axis, across, inside)
 
 
+@pytest.mark.slow
 def test_no_seams_with_the_embedded_prior(embedded):
     """The shipped 64 px prior on 128x128 flat and gradient images (2 x 2 tiles without overlap,
     3 x 3 with the default 16 px), noise-free ``x_t`` at t = 500: across tile edges / inside,

@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_memory_and_quality_commands_run_at_a_tiny_size(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(BENCH))
     import tiled_memory

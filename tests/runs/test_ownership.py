@@ -79,6 +79,8 @@ HOLD = ("import fcntl, json, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR 
         "print('held', flush=True); sys.stdin.read()")
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_a_lock_held_elsewhere_is_refused_with_its_pid_and_host(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path / LOCK_FILE)], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)

@@ -37,6 +37,7 @@ def demo():
     return EmbeddedPrior(), x, y, op, idx
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "make, gain",
     [

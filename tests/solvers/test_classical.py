@@ -22,6 +22,7 @@ def gens(n: int):
     return seeding.generators(0, range(n), "solver")
 
 
+@pytest.mark.slow
 def test_laplace_option_converges_to_its_closed_form():
     """The loss ``(1/N) [||M (mu - y)||^2 / 2 + lam mu^T L mu / 2]`` (mask M, ``L = Dx^T Dx +
     Dy^T Dy`` from the same forward differences) is a convex quadratic with minimiser
@@ -53,6 +54,7 @@ RECORDED = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mask", ["box", "strokes"])
 def test_restores_the_demo_photographs_as_recorded(mask):
     """Both regularisers beat the start (pinv: missing pixels at 0) on every image, and the

@@ -10,7 +10,6 @@ import torch
 from lightning_redd import seeding
 from lightning_redd.data.folder import list_images, load_image
 from lightning_redd.operators.registry import OPERATORS, build_operator
-from lightning_redd.priors.embedded import EmbeddedPrior
 from lightning_redd.solvers.red_diff import RedDiff
 
 DEMO = Path(__file__).resolve().parents[2] / "data" / "demo"
@@ -18,6 +17,8 @@ DEMO = Path(__file__).resolve().parents[2] / "data" / "demo"
 
 @pytest.fixture(scope="module")
 def prior():
+    from lightning_redd.priors.embedded import EmbeddedPrior
+
     return EmbeddedPrior()
 
 

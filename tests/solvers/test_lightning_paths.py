@@ -48,6 +48,7 @@ def records(root: Path) -> dict[str, dict]:
     return {p.name.removesuffix(".json"): json.loads(p.read_text()) for p in sorted((root / "records").glob("*.json"))}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(SOLVERS))
 def test_fit_and_predict_give_the_same_restorations(name, tmp_path):
     """Same images: the starting estimates' PNGs byte for byte, the restored PNGs byte for byte,

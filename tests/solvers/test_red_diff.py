@@ -44,6 +44,7 @@ def stationary_point(A, y, m, s, lam, alphas_cumprod, grid, n_pixels):
     return torch.linalg.solve(P, rhs)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1])
 def test_gaussian_prior_converges_to_closed_form_stationary_point(seed):
     """Tolerance: the Polyak average of the last half of the iterates fluctuates around mu*

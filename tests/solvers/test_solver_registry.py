@@ -145,6 +145,8 @@ class ToyMixer(ToyWalk):
 '''
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_a_new_solver_gets_the_property_suite_through_the_registry_alone(tmp_path):
     (tmp_path / "test_toy_solvers.py").write_text(textwrap.dedent(TOYS))
     report = tmp_path / "report.xml"

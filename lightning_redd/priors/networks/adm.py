@@ -1,5 +1,8 @@
 """The ADM UNet (Dhariwal & Nichol, "Diffusion Models Beat GANs on Image Synthesis", 2021).
 
+One file, over 300 lines: the blocks below are one network whose ``state_dict`` must match the
+released checkpoints key for key, which is easiest to check with every block in view.
+
 Our own implementation of the architecture of the guided-diffusion checkpoints, written so
 that its ``state_dict`` has the released checkpoints' parameter names and shapes, key for key,
 and its numerics follow the released network:
