@@ -5,7 +5,7 @@ process: seconds per iterate, images per second, their ratio, and PSNR at equal 
     python benchmarks/vs_reference.py --reference /tmp/RED-diff --contestants ref ours ours-fewer predict \\
         --steps 100 --fewer 50 --threads 1 0 --timing-rounds 5 --timing-steps 10
 
-The reference is a local checkout (``git clone https://github.com/NVlabs/RED-diff``), never a
+The reference is a local checkout of NVlabs/RED-diff (given by ``--reference``), never a
 dependency: its RED-diff loop (``REDDIFF.sample``) is imported from ``--reference`` at run time
 with the shims of ``reference_shim`` (no hydra, no CUDA; our prior behind the network call it
 makes, our bound operator behind its degradation), so both loops solve the identical ``y``.

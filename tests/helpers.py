@@ -172,3 +172,23 @@ class SizedGaussianPrior(DiffusionPrior):
 
     def predict_eps(self, x_t, t):
         return self.inner.predict_eps(x_t, t)
+
+
+def capture_writes(monkeypatch) -> list:
+    """Record every batch (:class:`~lightning_redd.lit.restored.Restored`) the writer receives."""
+    from lightning_redd.lit.writer import RestorationWriter
+
+    seen: list = []
+    original = RestorationWriter.write
+
+    def spy(self, trainer, out):
+        seen.append(out)
+        original(self, trainer, out)
+
+    monkeypatch.setattr(RestorationWriter, "write", spy)
+    return seen
+
+
+def written(batches: list) -> dict:
+    """The written members' estimates by name (a resumed batch also solves its finished members, ``keep`` False)."""
+    return {n: b.x_hat[i] for b in batches for i, n in enumerate(b.names) if b.keep is None or bool(b.keep[i])}

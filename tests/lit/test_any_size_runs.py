@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import output_files, tiny_args
+from helpers import capture_writes, output_files, tiny_args, written
 from PIL import Image
 
 from lightning_redd.data.folder import InputProblems
@@ -32,22 +32,8 @@ def mixed_folder(folder: Path, sizes: dict[str, tuple[int, int]] = SIZES) -> Pat
     return folder
 
 
-def capture(monkeypatch) -> list:
-    from lightning_redd.lit.writer import RestorationWriter
-
-    seen: list = []
-    original = RestorationWriter.write
-
-    def spy(self, trainer, out):
-        seen.append(out)
-        original(self, trainer, out)
-
-    monkeypatch.setattr(RestorationWriter, "write", spy)
-    return seen
 
 
-def written(batches: list) -> dict[str, torch.Tensor]:
-    return {n: b.x_hat[i] for b in batches for i, n in enumerate(b.names) if b.keep is None or bool(b.keep[i])}
 
 
 def rows(root: Path) -> list[dict]:
@@ -61,7 +47,7 @@ def test_images_keep_their_sizes_and_batches_hold_one_size(tmp_path, monkeypatch
     its file's size, no batch mixes sizes, a size group's images share batches in index order,
     one metrics row per image; the prior (declared 16 px) is tiled by itself at every other size."""
     images = mixed_folder(tmp_path / "in")
-    seen = capture(monkeypatch)
+    seen = capture_writes(monkeypatch)
     made: list = []
     original = TiledPrior.__init__
     monkeypatch.setattr(TiledPrior, "__init__", lambda self, *a, **k: (made.append(k), original(self, *a, **k))[1])
@@ -80,7 +66,7 @@ def test_batch_mates_and_batch_size_do_not_matter(tmp_path, monkeypatch):
     """The same mixed folder in batches of 1 and of 3: every image's estimate equals (measured:
     bit for bit; bound 1e-6) and the PNGs are identical."""
     images = mixed_folder(tmp_path / "in")
-    seen = capture(monkeypatch)
+    seen = capture_writes(monkeypatch)
     out = {}
     for b in (1, 3):
         seen.clear()
@@ -110,7 +96,7 @@ def test_closed_form_the_tiled_run_equals_the_untiled_run(tmp_path, monkeypatch,
     20x24, 24x40 and 21x35, against the same prior undeclared (any size, untiled): RED-diff and
     DPS (gradients through the tiles) give the same estimates to float precision (bound 1e-4)."""
     images = mixed_folder(tmp_path / "in")
-    seen = capture(monkeypatch)
+    seen = capture_writes(monkeypatch)
     out = {}
     for name, prior in (("tiled", "helpers.SizedGaussianPrior"), ("plain", "lightning_redd.priors.gaussian.GaussianPrior")):
         seen.clear()
@@ -158,7 +144,7 @@ def test_measurements_of_mixed_sizes_are_restored_at_the_sizes_they_come_from(tm
     common = ("--data.resize", "none", "--data.batch_size", "2", "--model.prior", "helpers.SizedConvPrior",
               "--model.operator", "lightning_redd.operators.super_resolution.BlockAverageSR",
               "--model.operator.init_args.factor", "4", "--model.operator.init_args.sigma_y", "0.0")
-    seen = capture(monkeypatch)
+    seen = capture_writes(monkeypatch)
     cli(tiny_args(tmp_path / "synthetic", images, *common, steps=3))
     synthetic = written(seen)
     seen.clear()

@@ -10,22 +10,12 @@ import torch
 from PIL import Image
 
 from lightning_redd.lit.cli import cli
+from helpers import capture_writes, make_images, tiny_args, written
 
 IMG = 16
 
 
-def make_images(folder: Path, n: int = 3, size: int = 20) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        arr = (rng.random((size, size + 4, 3)) * 255).astype(np.uint8)
-        Image.fromarray(arr).save(folder / f"img{i}.png")
-    return folder
-
-
 def args(tmp_path: Path, images: Path, out: str, *extra: str, subcommand: str = "predict") -> list[str]:
-    from helpers import tiny_args
-
     return tiny_args(tmp_path / out, images, *extra, subcommand=subcommand, size=IMG)
 
 
@@ -33,35 +23,19 @@ def restored(root: Path) -> dict[str, np.ndarray]:
     return {p.stem: np.asarray(Image.open(p)) for p in sorted((root / "restored").glob("*.png"))}
 
 
-def capture(monkeypatch) -> list:
-    """Record every batch the writer receives (full-precision tensors)."""
-    from lightning_redd.lit.writer import RestorationWriter
-
-    seen: list = []
-    original = RestorationWriter.write
-
-    def spy(self, trainer, out):
-        seen.append(out)
-        original(self, trainer, out)
-
-    monkeypatch.setattr(RestorationWriter, "write", spy)
-    return seen
 
 
-def by_name(batches: list) -> dict[str, torch.Tensor]:
-    """The written members' estimates (a resumed batch also solves its finished members, ``keep`` False)."""
-    return {n: b.x_hat[i] for b in batches for i, n in enumerate(b.names) if b.keep is None or bool(b.keep[i])}
 
 
 @pytest.mark.slow
 def test_fit_and_predict_write_the_same_images(tmp_path, monkeypatch):
     images = make_images(tmp_path / "in")
-    seen = capture(monkeypatch)
+    seen = capture_writes(monkeypatch)
     cli(args(tmp_path, images, "fit", "--data.batch_size", "2", subcommand="fit"))
-    fit = by_name(seen)
+    fit = written(seen)
     seen.clear()
     cli(args(tmp_path, images, "pred", "--data.batch_size", "2"))
-    pred = by_name(seen)
+    pred = written(seen)
     assert sorted(fit) == sorted(pred) == ["img0", "img1", "img2"]
     for name in fit:
         assert (fit[name] - pred[name]).abs().max() <= 1e-5
@@ -76,15 +50,15 @@ def test_fit_and_predict_write_the_same_images(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_batch_size_and_batch_mates_do_not_matter(tmp_path, monkeypatch):
     images = make_images(tmp_path / "in", n=4)
-    seen = capture(monkeypatch)
+    seen = capture_writes(monkeypatch)
     cli(args(tmp_path, images, "b1", "--data.batch_size", "1"))
-    one = by_name(seen)
+    one = written(seen)
     seen.clear()
     cli(args(tmp_path, images, "b3", "--data.batch_size", "3"))
-    three = by_name(seen)
+    three = written(seen)
     seen.clear()
     cli(args(tmp_path, images, "lim", "--data.batch_size", "2", "--data.limit", "2"))
-    limited = by_name(seen)
+    limited = written(seen)
     for name in one:
         assert (one[name] - three[name]).abs().max() <= 1e-5
     for name in limited:
@@ -94,12 +68,12 @@ def test_batch_size_and_batch_mates_do_not_matter(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_skip_existing_resumes_without_redoing(tmp_path, monkeypatch):
     images = make_images(tmp_path / "in")
-    seen = capture(monkeypatch)
+    seen = capture_writes(monkeypatch)
     cli(args(tmp_path, images, "run", "--data.limit", "2"))
-    first = by_name(seen)
+    first = written(seen)
     seen.clear()
     cli(args(tmp_path, images, "run"))  # the same command again (without the limit): resumes
-    assert sorted(by_name(seen)) == ["img2"]  # only the unfinished image was written
+    assert sorted(written(seen)) == ["img2"]  # only the unfinished image was written
     assert [list(b.names) for b in seen] == [["img0", "img1", "img2"]]  # in its batch of the full list
     rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
     assert [r["name"] for r in rows] == ["img0", "img1", "img2"]
@@ -109,7 +83,7 @@ def test_skip_existing_resumes_without_redoing(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_mixed_precision_keeps_mu_float32(tmp_path, monkeypatch):
     images = make_images(tmp_path / "in", n=1)
-    seen = capture(monkeypatch)
+    seen = capture_writes(monkeypatch)
     cli(args(tmp_path, images, "bf16", "--trainer.precision", "bf16-mixed"))
     assert seen[0].x_hat.dtype == torch.float32
 

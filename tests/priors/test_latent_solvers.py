@@ -126,6 +126,17 @@ def test_solvers_not_defined_on_latents_are_refused_up_front(sd_prior):
     assert RestorationModule(operator=Inpainting(), prior=None, solver=red).solver is red  # pixel prior: untouched
 
 
+def square_images(folder, n: int, seed: int):
+    """``n`` random 16 x 16 RGB PNGs ``img{i}.png`` in ``folder`` (a size the tiny latent prior takes)."""
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        Image.fromarray((rng.random((16, 16, 3)) * 255).astype(np.uint8)).save(folder / f"img{i}.png")
+    return folder
+
+
 @pytest.mark.slow
 def test_fit_and_predict_write_the_same_images(sd_folder, tmp_path):
     from PIL import Image
@@ -133,11 +144,7 @@ def test_fit_and_predict_write_the_same_images(sd_folder, tmp_path):
 
     from lightning_redd.lit.cli import cli
 
-    images = tmp_path / "in"
-    images.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(2):
-        Image.fromarray((rng.random((16, 16, 3)) * 255).astype(np.uint8)).save(images / f"img{i}.png")
+    images = square_images(tmp_path / "in", n=2, seed=0)
     latent = ["--model.prior", "lightning_redd.priors.latent_diffusers.DiffusersLatentPrior",
               "--model.prior.init_args.path", str(sd_folder), "--model.prior.init_args.text_encoder", "none"]
     cli(tiny_args(tmp_path / "fit", images, *latent, subcommand="fit", steps=3))
@@ -159,11 +166,7 @@ def test_two_processes_equal_one(sd_folder, tmp_path):
 
     from PIL import Image
 
-    images = tmp_path / "in"
-    images.mkdir()
-    rng = np.random.default_rng(1)
-    for i in range(4):
-        Image.fromarray((rng.random((16, 16, 3)) * 255).astype(np.uint8)).save(images / f"img{i}.png")
+    images = square_images(tmp_path / "in", n=4, seed=1)
     root = Path(__file__).resolve().parents[2]
 
     def run(out, *extra):
