@@ -387,8 +387,21 @@ def main(args=None) -> None:
     summary = app.writer.summary if app.subcommand in ("fit", "predict") and app.writer is not None else None
     if summary is not None and app.trainer.is_global_zero:
         print(format_summary(summary, time.perf_counter() - started), file=sys.stderr)
+    close_process_group()
     if summary and summary["diverged"]:
         sys.exit(3)
+
+
+def close_process_group() -> None:
+    """Tear the process group down before the interpreter exits. Left to the interpreter's exit,
+    gloo's worker threads can be destroyed while still joinable, and a process that finished all
+    its work aborts ("terminate called without an active exception"), so SLURM reports the job
+    FAILED. The barrier first: no rank tears its end down while another still talks to it."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
