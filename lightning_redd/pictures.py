@@ -52,6 +52,18 @@ def comparison_grid(columns: dict, *, gap: int = 2) -> torch.Tensor:
     return grid
 
 
+def row_grid(tiles: Sequence[torch.Tensor], shape: Sequence[int], *, gap: int = 2) -> torch.Tensor:
+    """One row of tiles ``(C', h, w)`` in ``[-1, 1]`` shown at ``shape = (C, H, W)``: a smaller
+    measurement is upsampled (nearest), gray tiles replicated to ``C`` channels, a measurement
+    that is not an image shown mid-gray; white gaps. The grid of one image's posterior samples:
+    measured | init | samples | mean | std | truth."""
+    c, h, w = shape
+    row = torch.ones(c, h, len(tiles) * (w + gap) - gap)
+    for j, tile in enumerate(tiles):
+        row[:, :, j * (w + gap) : j * (w + gap) + w] = _fit(tile.detach().float().cpu(), (c, h, w)).clamp(-1, 1)
+    return row
+
+
 def evolution_strip(frames: Sequence[torch.Tensor], *, gap: int = 2) -> torch.Tensor:
     """Frames ``(C, H, W)`` of one image side by side (oldest left), white gaps."""
     c, h, w = frames[0].shape

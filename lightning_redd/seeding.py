@@ -2,7 +2,9 @@
 
 Every stochastic quantity of a restoration (operator parameters such as masks or kernels,
 measurement noise, the solver's noise) is drawn from a ``torch.Generator`` seeded from
-``(seed, image index, stream)``. Draws happen on the CPU, one image at a time, and are then
+``(seed, image index, stream)``; with several posterior samples per image
+(``data.samples_per_image``) the solver's stream of sample ``k > 0`` also mixes in ``k``
+(sample 0 keeps the seed of a run with one sample). Draws happen on the CPU, one image at a time, and are then
 moved to the target device, so an image's result does not depend on its batch size, its
 batch mates, the device or the number of devices.
 """
@@ -17,19 +19,22 @@ import torch
 STREAMS = {"operator": 0, "noise": 1, "solver": 2}
 
 
-def image_seed(seed: int, index: int, stream: str) -> int:
-    """A 63-bit seed mixed from ``(seed, index, stream)`` (numpy's SeedSequence hashing)."""
+def image_seed(seed: int, index: int, stream: str, sample: int = 0) -> int:
+    """A 63-bit seed mixed from ``(seed, index, stream)`` (numpy's SeedSequence hashing), and
+    from ``sample`` when it is > 0: sample 0 is the seed of a run with one sample per image, so
+    sample ``k`` of an image is the same whatever the number of samples asked for."""
     if stream not in STREAMS:
         raise ValueError(f"unknown random stream {stream!r}; allowed: {sorted(STREAMS)}")
-    if seed < 0 or index < 0:
-        raise ValueError(f"seed and image index must be >= 0, got seed={seed}, index={index}")
-    state = np.random.SeedSequence([int(seed), int(index), STREAMS[stream]]).generate_state(2, np.uint32)
+    if seed < 0 or index < 0 or sample < 0:
+        raise ValueError(f"seed, image index and sample must be >= 0, got seed={seed}, index={index}, sample={sample}")
+    entropy = [int(seed), int(index), STREAMS[stream]] + ([int(sample)] if sample > 0 else [])
+    state = np.random.SeedSequence(entropy).generate_state(2, np.uint32)
     return (int(state[0]) << 31) ^ int(state[1])
 
 
-def generator(seed: int, index: int, stream: str) -> torch.Generator:
-    """A CPU generator for one image and one stream."""
-    return torch.Generator().manual_seed(image_seed(seed, index, stream))
+def generator(seed: int, index: int, stream: str, sample: int = 0) -> torch.Generator:
+    """A CPU generator for one image (and one of its samples, see :func:`image_seed`) and one stream."""
+    return torch.Generator().manual_seed(image_seed(seed, index, stream, sample))
 
 
 def generators(seed: int, indices: Sequence[int], stream: str) -> list[torch.Generator]:

@@ -3,10 +3,12 @@
 Each batch is a dict: ``x`` ``(B, C, S, S)`` in ``[-1, 1]`` (``resize: none``: ``(B, C, H, W)``,
 the images' own size, one size per batch), ``index`` (the images' positions in the sorted file
 list), ``seed`` (the run's seed), ``name`` (the files' stems), ``iterate`` and ``pad`` (``fit``'s
-bookkeeping) and ``keep`` (``(B,)`` bool: the members to write; a resumed batch solves its
-finished members again but does not write them). The Lightning module draws each image's operator
-parameters, measurement noise and solver noise from ``(seed, index)``, so an image's result
-does not depend on batch layout, process count or resume.
+bookkeeping), ``keep`` (``(B,)`` bool: the members to write; a resumed batch solves its
+finished members again but does not write them), ``sample`` and ``samples`` (which of its image's
+``samples_per_image`` posterior samples a member is, and how many there are). The Lightning
+module draws each image's operator parameters and measurement noise from ``(seed, index)`` and
+its solver noise from ``(seed, index, sample)``, so an image's (a sample's) result does not
+depend on batch layout, process count or resume.
 
 Before any compute (``setup``) every file is decoded and the output folder is checked
 (writable, apart from the inputs, not holding a foreign ``metrics.csv``); all problems are
@@ -29,18 +31,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
-import torch
-from PIL import Image
 from lightning.pytorch.utilities import rank_zero_info
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from lightning_redd import resources
 from lightning_redd.data.images import RESIZE_MODES, check_folder, format_problems, list_images, load_image  # noqa: F401 (re-exported)
-from lightning_redd.data.images import crop_resize
 from lightning_redd.runs.errors import FolderProblem
 from lightning_redd.runs.folder import RunFolder
 from lightning_redd.data.params import ParamFiles
-from lightning_redd.data.sampling import Key, ShardedBatches
+from lightning_redd.data.dataset import ImageFolderDataset  # noqa: F401 (re-exported)
+from lightning_redd.data.sampling import ShardedBatches
 
 
 class InputProblems(ValueError):
@@ -49,70 +49,6 @@ class InputProblems(ValueError):
 
 class InputFolderNotFound(InputProblems, FileNotFoundError):
     """:class:`InputProblems` where the input folder itself is missing."""
-
-
-class ImageFolderDataset(Dataset):
-    """Batches of images keyed by lists of ``(index, iterate, pad, done)`` (see :class:`ShardedBatches`)."""
-
-    def __init__(self, files: Sequence[Path], image_size: int, channels: int, seed: int, resize: str,
-                 params: ParamFiles | None = None, sizes: dict[Path, tuple[int, int]] | None = None) -> None:
-        self.files, self.image_size, self.channels, self.seed, self.resize = list(files), image_size, channels, seed, resize
-        self.params, self.sizes = params or ParamFiles(), sizes or {}
-        self._last: tuple[tuple[int, ...], dict] | None = None  # fit revisits a batch many times in a row
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def fit(self, i: int) -> tuple:
-        """``(fit, source size (h, w))``: the crop and resize that turn image ``i``'s file into
-        the image the solver sees, for a parameter file of the source's size (nearest)."""
-        path = self.files[i]
-        w, h = self.sizes.get(path, (0, 0))
-        return (lambda im: crop_resize(im, self.image_size, self.resize, path, Image.Resampling.NEAREST)), (h, w)
-
-    def image_hw(self, i: int) -> tuple[int, int]:
-        """``(H, W)`` of image ``i`` as the solver sees it: ``image_size`` square, or (``resize:
-        none``) the file's own upright size."""
-        if self.resize == "none":
-            w, h = self.sizes[self.files[i]]
-            return int(h), int(w)
-        return self.image_size, self.image_size
-
-    def size_keys(self) -> list[tuple[int, int]] | None:
-        """Each image's ``(H, W)`` for the batch sampler (None: all one size)."""
-        return [self.image_hw(i) for i in range(len(self.files))] if self.resize == "none" else None
-
-    def read_params(self, i: int, hw: tuple[int, int]) -> dict:
-        """Image ``i``'s parameter tensors at image size ``hw`` (none without parameter files)."""
-        return self.params.read(self.files[i].stem, hw, *self.fit(i)) if self.params else {}
-
-    def tensors(self, i: int) -> dict:
-        """Image ``i``'s tensors: ``x`` and, with parameter files, its ``params``."""
-        out = {"x": load_image(self.files[i], self.image_size, self.channels, self.resize)}
-        if self.params:
-            out["params"] = self.params.read(self.files[i].stem, self.image_hw(i), *self.fit(i))
-        return out
-
-    def batch_tensors(self, indices: tuple[int, ...]) -> dict:
-        if self._last is None or self._last[0] != indices:
-            items = [self.tensors(i) for i in indices]
-            batch = {k: torch.stack([it[k] for it in items]) for k in items[0] if k != "params"}
-            if "params" in items[0]:
-                batch["params"] = self.params.stack([it["params"] for it in items])
-            self._last = (indices, batch)
-        return self._last[1]
-
-    def __getitem__(self, keys: Sequence[Key]) -> dict:
-        indices = tuple(int(k[0]) for k in keys)
-        return {
-            **self.batch_tensors(indices),
-            "index": torch.tensor(indices, dtype=torch.long),
-            "seed": torch.full((len(keys),), self.seed, dtype=torch.long),
-            "name": [self.files[i].stem for i in indices],
-            "iterate": torch.tensor([int(k[1]) for k in keys], dtype=torch.long),
-            "pad": torch.tensor([bool(k[2]) for k in keys], dtype=torch.bool),
-            "keep": torch.tensor([not (len(k) > 3 and k[3]) for k in keys], dtype=torch.bool),
-        }
 
 
 class FolderData(L.LightningDataModule):
@@ -128,7 +64,8 @@ class FolderData(L.LightningDataModule):
             (the module evaluates the prior at that size by tiles, :mod:`lightning_redd.priors.tiled`;
             images of several sizes are batched by size, :mod:`lightning_redd.data.sampling`).
         channels: 3 (RGB) or 1 (grayscale).
-        batch_size: images restored together per process (results do not depend on it).
+        batch_size: images (with ``samples_per_image`` > 1: samples) restored together per process
+            (results do not depend on it).
         seed: run seed; image ``i`` draws all its randomness from ``(seed, i)``.
         limit: restore only the first ``limit`` images (sorted by name).
         skip_non_images: ignore non-image files instead of failing.
@@ -145,6 +82,10 @@ class FolderData(L.LightningDataModule):
         output_shape: the operator's ``output_shape`` (``(C, H, W)`` -> one measurement's shape;
             the CLI links it from the model); measured data with ``resize: none`` finds each
             measurement's image size with it (unused otherwise).
+        samples_per_image: posterior samples per image (default 1): each image is restored this
+            many times from one measurement, sample ``k`` with solver noise from ``(seed, index,
+            k)`` (sample 0 is the one-sample result); the writer saves every sample, their
+            pixelwise mean (``restored/``, scored) and standard deviation (``std/``).
     """
 
     def __init__(
@@ -164,6 +105,7 @@ class FolderData(L.LightningDataModule):
         param_folders: dict[str, str] | None = None,
         file_params: Mapping[str, Any] | None = None,
         output_shape: Callable[[Sequence[int]], Sequence[int]] | None = None,
+        samples_per_image: int = 1,
     ) -> None:
         super().__init__()
         if resize not in RESIZE_MODES:
@@ -172,6 +114,9 @@ class FolderData(L.LightningDataModule):
             raise ValueError(f"channels must be 1 or 3, got {channels}")
         if image_size < 8 or batch_size < 1 or seed < 0 or (limit is not None and limit < 1):
             raise ValueError("need image_size >= 8, batch_size >= 1, seed >= 0 and limit >= 1 (or null)")
+        if isinstance(samples_per_image, bool) or int(samples_per_image) != samples_per_image or samples_per_image < 1:
+            raise ValueError(f"data.samples_per_image must be an integer >= 1 (posterior samples per image), got "
+                             f"{samples_per_image!r}; set it to 1 for one restoration per image (the default)")
         if repeats is not None and repeats < 1:
             raise ValueError(f"repeats must be >= 1 (the solver's iterates), got {repeats}")
         if param_folders and file_params is None:
@@ -180,7 +125,7 @@ class FolderData(L.LightningDataModule):
         self.root, self.image_size, self.resize, self.channels = resources.resolve_data(root), image_size, resize, channels
         self.batch_size, self.seed, self.limit = batch_size, seed, limit
         self.skip_non_images, self.num_workers = skip_non_images, num_workers
-        self.output_dir, self.repeats = output_dir, repeats
+        self.output_dir, self.repeats, self.samples_per_image = output_dir, repeats, int(samples_per_image)
         folders = {k: resources.resolve_data(v) for k, v in (param_folders or {}).items()}
         self.params = ParamFiles(file_params, folders)
         self.dataset: ImageFolderDataset | None = None
@@ -223,9 +168,10 @@ class FolderData(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.dataset is None:
             self.dataset = self.check()
+            self.dataset.samples = self.samples_per_image
 
     #: batch entries the module reads on the host every step: kept on the CPU (no device sync per iterate)
-    HOST_KEYS = ("pad", "iterate", "index", "seed", "name", "shape", "keep")
+    HOST_KEYS = ("pad", "iterate", "index", "seed", "name", "shape", "keep", "sample", "samples")
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
         """Only the tensors the solve uses go to the device; the bookkeeping stays on the host."""
@@ -257,7 +203,7 @@ class FolderData(L.LightningDataModule):
         world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
         return ShardedBatches(self.dataset, range(len(self.dataset.files)), batch_size=self.batch_size, repeats=repeats,
                               num_replicas=world, rank=rank, pad=pad, done=self.finished_indices(),
-                              sizes=self.dataset.size_keys())
+                              sizes=self.dataset.size_keys(), samples=self.samples_per_image)
 
     def _loader(self, sampler: ShardedBatches) -> DataLoader:
         return DataLoader(self.dataset, batch_size=None, sampler=sampler, num_workers=self.num_workers)

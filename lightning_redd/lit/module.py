@@ -241,7 +241,10 @@ class RestorationModule(L.LightningModule):
         return (batch["y"] if "y" in batch else batch["x"]).device
 
     def solver_generators(self, batch: dict) -> list[torch.Generator]:
-        return [seeding.generator(s, i, "solver") for s, i in zip(batch["seed"].tolist(), batch["index"].tolist())]
+        """Each member's solver stream: from ``(seed, index)``, and its sample ``k`` when > 0."""
+        index = batch["index"].tolist()
+        sample = batch["sample"].tolist() if "sample" in batch else [0] * len(index)
+        return [seeding.generator(s, i, "solver", k) for s, i, k in zip(batch["seed"].tolist(), index, sample)]
 
     def solver_context(self, device: torch.device):
         """Outside the denoiser nothing runs under Lightning's autocast."""
@@ -259,7 +262,8 @@ class RestorationModule(L.LightningModule):
             x=batch["x"].detach().float() if "x" in batch else None,
             consistency=self.consistency(solve.op, x_hat, solve.y) if "y" in batch else None,
             frames=tuple(solve.frames), psnr_curve=torch.stack(solve.psnr, dim=1).cpu() if solve.psnr else None,
-            solver=self.solver.label, keep=batch.get("keep"),
+            solver=self.solver.label, keep=batch.get("keep"), sample=batch.get("sample"),
+            samples=int(batch["samples"][0]) if "samples" in batch else 1,
         )
 
     def observe(self, solve: _Solve, k: int, state: SolverState, batch: dict) -> torch.Tensor:

@@ -35,6 +35,10 @@ class Restored:
         solver: the solver's label (for plots and logs).
         keep: ``(B,)`` bool on the host, the members to write (None: all); a resumed batch is
             solved whole, its members finished by an earlier run are not written again.
+        sample: ``(B,)`` long on the host, which posterior sample of its image each member is
+            (None: sample 0 of every member).
+        samples: the posterior samples per image of the run (``data.samples_per_image``); with
+            more than one, the writer gathers an image's samples (:mod:`lightning_redd.lit.samples`).
     """
 
     names: tuple[str, ...]
@@ -51,6 +55,8 @@ class Restored:
     psnr_curve: torch.Tensor | None = None
     solver: str = "solver"
     keep: torch.Tensor | None = None
+    sample: torch.Tensor | None = None
+    samples: int = 1
 
     def __len__(self) -> int:
         return len(self.names)
@@ -66,4 +72,5 @@ class Restored:
             x=None if self.x is None else cpu(self.x).float(),
             consistency=None if self.consistency is None else {k: cpu(v).double() for k, v in self.consistency.items()},
             frames=self.frames, psnr_curve=cpu(self.psnr_curve), solver=self.solver, keep=cpu(self.keep),
+            sample=cpu(self.sample), samples=self.samples,
         )

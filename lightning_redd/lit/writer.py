@@ -9,7 +9,10 @@ its record (the "finished" marker, holding the status, the scores and the PSNR p
 An image whose estimate diverged (NaN/inf) gets no PNG, only a record with ``status:
 diverged``; resume redoes it. Per batch it also saves a comparison grid (``grids/``) and, when
 the module keeps it, each image's evolution (``evolution/``). A batch's files are listed in the
-run's manifest by one durable append before the first of them is written.
+run's manifest by one durable append before the first of them is written. With several
+posterior samples per image (``data.samples_per_image``) each sample's files are written with its
+batch, and an image's mean, standard deviation, grid and record once all its samples are in
+(:mod:`lightning_redd.lit.samples`).
 
 On rank 0 the run holds the folder's lock from its start to its end (the CLI takes it before
 its checks end; in plain Lightning code the writer takes it when the loop starts) and, having
@@ -35,6 +38,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from lightning_redd import pictures
 from lightning_redd.lit.restored import Restored
+from lightning_redd.lit.samples import SampleGatherer
 from lightning_redd.metrics.scorer import Scorer
 from lightning_redd.runs import lock, shared
 from lightning_redd.runs.folder import (
@@ -71,6 +75,7 @@ class RestorationWriter(L.Callback):
         self._checked = False  # the start's checks ran (once per run)
         self.written = 0
         self.label = "solver"  # the solver's, from the batches (plot title)
+        self.gatherer = SampleGatherer(self.scorer, save_measured=save_measured, save_grids=save_grids)
         #: set at the end of a run (on every rank): counts, diverged names, mean scores, dataset metrics, the folder
         self.summary: dict | None = None
 
@@ -81,6 +86,7 @@ class RestorationWriter(L.Callback):
         """Build the scorer's networks (a missing weight file stops the run before any compute)."""
         self.scorer.build()
         self.run, self.written, self.summary = RunFolder(self.root(trainer), rank=trainer.global_rank), 0, None
+        self.gatherer = SampleGatherer(self.scorer, save_measured=self.save_measured, save_grids=self.save_grids)
         self._checked = False
 
     def _start(self, trainer: L.Trainer) -> None:
@@ -122,6 +128,11 @@ class RestorationWriter(L.Callback):
         assert self.run is not None
         r = restored.to_cpu()
         self.label = r.solver
+        if r.samples > 1:  # several posterior samples per image: an image's files once all its samples are in
+            files, records = self.gatherer.add(r)
+            self.run.write_all(files + [(record_file(name), record_bytes(name, rec)) for name, rec in records])
+            self.written += sum(rec["status"] == "ok" for _, rec in records)
+            return
         scores = self.scorer.score(r.x_hat, r.x, r.names, r.x_init) if r.x is not None else None
         columns = {**(r.consistency or {}), **(scores.per_image if scores is not None else {})}
         arrays = scores.arrays if scores is not None else {}

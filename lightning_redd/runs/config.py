@@ -59,6 +59,8 @@ def signature(config: dict) -> dict[str, Any]:
     flat = flatten(plain)
     sig = {k: v for k, v in flat.items() if any(k == d or k.startswith(d + ".") for d in DECIDING)}
     sig = {k: v for k, v in sig.items() if not any(k == n or k.startswith(n + ".") for n in NOT_DECIDING)}
+    if sig.get("data.samples_per_image") == 1:  # the default: a one-sample run keeps the signature (and folder) it had
+        del sig["data.samples_per_image"]
     if sig.get("data.root") is not None:
         sig["data.root"] = str(resources.resolve_data(sig["data.root"]).resolve())
     return sig

@@ -2,7 +2,10 @@
 
 Layout under the output folder (``trainer.default_root_dir``)::
 
-    restored/<name>.png    the restored image (clipped to [-1, 1], 8-bit)
+    restored/<name>.png    the restored image (clipped to [-1, 1], 8-bit); with several samples
+                           per image, their pixelwise mean
+    samples/<name>_s<k>.png  sample k of the image (several samples per image only)
+    std/<name>.png         the samples' pixelwise standard deviation, a gray map (several samples only)
     measured/<name>.png    the measurement, when it is an image of the input's size
     init/<name>.png        the solver's starting estimate
     records/<name>.json    the image's record: status, scores; written LAST

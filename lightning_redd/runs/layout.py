@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from pathlib import PurePosixPath
 
-IMAGE_DIRS = ("restored", "measured", "init")
+#: ``samples`` and ``std``: only with several posterior samples per image (``data.samples_per_image``)
+IMAGE_DIRS = ("restored", "measured", "init", "samples", "std")
 PICTURE_DIRS = ("grids", "evolution", "plots")
 RECORDS = "records"
 METRICS = "metrics.csv"
