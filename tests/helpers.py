@@ -112,7 +112,7 @@ def output_files(root) -> dict[str, bytes]:
     from pathlib import Path
 
     root = Path(root)
-    kept = ("restored", "measured", "init", "records", "grids", "evolution", "metrics.csv")
+    kept = ("restored", "measured", "init", "samples", "std", "records", "grids", "evolution", "metrics.csv")
     keep = [p for p in root.rglob("*") if p.is_file() and p.parts[len(root.parts)] in kept]
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(keep)}
 

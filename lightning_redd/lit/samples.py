@@ -9,8 +9,10 @@ in consecutive ones. :class:`SampleGatherer` keeps them (in memory, on the CPU) 
 ``N`` samples are in, then makes the image's files:
 
 * ``samples/<name>_s<k>.png``: sample ``k`` (written with its batch, as soon as it is solved);
-* ``restored/<name>.png``: the pixelwise mean of the ``N`` samples (each clipped to ``[-1, 1]``
-  first, in float64): the estimate that is scored (the usual columns of ``metrics.csv``);
+* ``restored/<name>.png``: the pixelwise mean of the ``N`` samples as saved (their 8-bit levels,
+  in float64; so it is recomputed exactly from ``samples/``, and it is the same whatever the
+  batch layout whenever the sample files are): the estimate that is scored (the usual columns
+  of ``metrics.csv``);
 * ``std/<name>.png``: the samples' pixelwise standard deviation (with Bessel's ``N - 1``), in the
   units of the saved image (``[0, 1]``), root-mean-square over the colour channels, as an 8-bit
   gray map: black 0, white :data:`STD_WHITE` (= 0.25) or more; the scale is fixed, so maps
@@ -38,7 +40,7 @@ import torch
 
 from lightning_redd import pictures
 from lightning_redd.lit.restored import Restored
-from lightning_redd.metrics.scorer import Scorer
+from lightning_redd.metrics.scorer import Scorer, quantise
 from lightning_redd.runs.folder import arrays_bytes, arrays_file, image_file, png_bytes
 
 #: the standard deviation (in ``[0, 1]`` pixel units) shown white in ``std/<name>.png``
@@ -52,10 +54,10 @@ def sample_name(name: str, k: int) -> str:
 
 
 def mean_and_std(samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``samples`` ``(N, C, H, W)`` in ``[-1, 1]`` (clipped here) -> their pixelwise mean
-    ``(C, H, W)`` in ``[-1, 1]`` (float32) and standard deviation ``(C, H, W)`` in ``[0, 1]``
-    units (float64, Bessel's ``N - 1``)."""
-    s = samples.double().clamp(-1, 1)
+    """``samples`` ``(N, C, H, W)`` in ``[-1, 1]``, taken as saved (clipped, 8-bit levels) ->
+    their pixelwise mean ``(C, H, W)`` in ``[-1, 1]`` (float32) and standard deviation
+    ``(C, H, W)`` in ``[0, 1]`` units (float64, Bessel's ``N - 1``)."""
+    s = quantise(samples).double()
     return s.mean(0).float(), s.std(0, unbiased=True) / 2
 
 
