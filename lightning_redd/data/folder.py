@@ -66,7 +66,8 @@ class FolderData(L.LightningDataModule):
         channels: 3 (RGB) or 1 (grayscale).
         batch_size: images (with ``samples_per_image`` > 1: samples) restored together per process
             (results do not depend on it).
-        seed: run seed; image ``i`` draws all its randomness from ``(seed, i)``.
+        seed: run seed; image ``i`` draws all its randomness from ``(seed, i)`` (its sample ``k`` > 0
+            its solver noise from ``(seed, i, k)``).
         limit: restore only the first ``limit`` images (sorted by name).
         skip_non_images: ignore non-image files instead of failing.
         num_workers: DataLoader workers.
