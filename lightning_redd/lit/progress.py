@@ -51,7 +51,9 @@ class RestorationProgressBar(ProgressBar):
         total = self._share(trainer, loader)
         rank = f" (rank 0 of {trainer.world_size})" if trainer.world_size > 1 else ""
         label = pl_module.solver.label
-        self.images = _tqdm()(total=total, desc=f"Restoring{rank}", unit="img", dynamic_ncols=True, file=sys.stderr)
+        several = getattr(getattr(loader, "sampler", None), "samples", 1) > 1  # data.samples_per_image: counts samples
+        self.images = _tqdm()(total=total, desc=f"Restoring{rank}", unit="sample" if several else "img",
+                              dynamic_ncols=True, file=sys.stderr)
         self._label = label
 
     def iterate_bar(self, total: int, batch_idx: int):

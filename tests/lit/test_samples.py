@@ -234,3 +234,24 @@ def test_two_processes_write_what_one_does(tmp_path):
     assert output_files(tmp_path / "p2") == output_files(one)
     assert sorted(p.name for p in (tmp_path / "p2" / "manifest").iterdir()) == ["rank0.txt", "rank1.txt"]
     assert len(list(csv.DictReader(io.StringIO((tmp_path / "p2" / "metrics.csv").read_text())))) == 3
+
+
+def test_measured_data_without_ground_truth_gets_the_samples_mean_consistency():
+    """No ``x``: nothing to score, so the record holds the consistency columns averaged over
+    the samples (the writer holds no operator to measure the mean) and ``std_mean``."""
+    from lightning_redd.lit.restored import Restored
+    from lightning_redd.lit.samples import SampleGatherer
+    from lightning_redd.metrics.scorer import Scorer
+
+    x_hat = torch.stack([torch.full((3, 4, 4), v) for v in (0.0, 0.5)])
+    r = Restored(names=("m", "m"), index=torch.tensor([0, 0]), x_hat=x_hat, x_init=torch.zeros(2, 3, 4, 4),
+                 y=torch.zeros(2, 3, 4, 4), diverged=torch.tensor([False, False]), nfe=5, seconds=0.1,
+                 consistency={"residual": torch.tensor([1.0, 3.0]), "sigma_y": torch.tensor([0.0, 0.0])},
+                 sample=torch.tensor([0, 1]), samples=2)
+    files, records = SampleGatherer(Scorer()).add(r)
+    (name, record), = records
+    assert name == "m" and record["nfe"] == 10 and record["samples"] == 2
+    assert record["scores"]["residual"] == 2.0 and record["scores"]["sigma_y"] == 0.0
+    assert record["scores"]["std_mean"] == pytest.approx(float(torch.tensor([128.0, 191.0]).std() / 255))  # levels / 255: [0, 1] units
+    assert [f for f, _ in files] == ["samples/m_s0.png", "samples/m_s1.png", "restored/m.png", "std/m.png", "init/m.png",
+                                     "measured/m.png", "grids/m.png"]
