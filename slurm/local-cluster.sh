@@ -22,7 +22,9 @@ set -euo pipefail
 DIR=${LOCAL_SLURM_DIR:-/run/lightning-redd-slurm}
 CONF=$DIR/slurm.conf
 HOST=$(hostname -s)
-CPUS=$(nproc)
+# the cores this machine lets us use (not nproc alone: it honours OMP_NUM_THREADS, which a user or a
+# test runner may have set to 1, and a 1-CPU node never starts a 2-task job)
+CPUS=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)
 
 need() { command -v "$1" >/dev/null 2>&1 || { echo "local-cluster: $1 not found; apt-get install -y slurmctld slurmd slurm-client munge" >&2; exit 2; }; }
 

@@ -1,11 +1,20 @@
+import os
 import sys
 from pathlib import Path
+
+# under pytest-xdist (`-n 2`) each worker and the processes its tests start use one thread, so
+# that two workers share the 2 cores without oversubscribing them
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 import torchvision  # noqa: E402
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
 
 
 # Randomly initialised weight files for the learned metrics (nothing is downloaded). Conv weights

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def slurm_job(test):
     """The marks of a test that runs jobs on the cluster."""
-    return pytest.mark.slurm(pytest.mark.multiprocess(pytest.mark.slow(test)))
+    return pytest.mark.xdist_group("slurm")(pytest.mark.slurm(pytest.mark.multiprocess(pytest.mark.slow(test))))
 
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
