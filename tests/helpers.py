@@ -192,3 +192,38 @@ def capture_writes(monkeypatch) -> list:
 def written(batches: list) -> dict:
     """The written members' estimates by name (a resumed batch also solves its finished members, ``keep`` False)."""
     return {n: b.x_hat[i] for b in batches for i, n in enumerate(b.names) if b.keep is None or bool(b.keep[i])}
+
+
+def run_cli(argv, cwd, processes: int = 1, env: dict | None = None, timeout: float = 900):
+    """``lightning-redd <argv>`` from the folder ``cwd`` on ``processes`` CPU processes.
+
+    One process runs in this interpreter (a fresh one costs ~4 s of imports); several start a
+    fresh interpreter with ``--trainer.strategy ddp`` (Lightning's DDP launcher re-runs its command
+    line for the other ranks, which cannot be pytest's). Returns the finished process (stderr
+    captured) for several, ``None`` for one; a failed run fails the test with its stderr.
+    """
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    argv = [str(a) for a in argv]
+    if processes == 1:
+        from lightning_redd.lit.cli import cli
+
+        here = os.getcwd()
+        os.chdir(cwd)
+        try:
+            cli(argv)
+        finally:
+            os.chdir(here)
+        return None
+    tests = Path(__file__).resolve().parent
+    paths = [str(tests.parent), str(tests), (env or os.environ).get("PYTHONPATH", "")]
+    env = {**(env or os.environ), "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+    argv += ["--trainer.devices", str(processes), "--trainer.strategy", "ddp", "--trainer.accelerator", "cpu"]
+    proc = subprocess.run([sys.executable, "-m", "lightning_redd.lit.cli", *argv], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert f"Starting with {processes} processes" in proc.stderr  # really that many ranks
+    return proc

@@ -18,7 +18,8 @@ pads the ranks with fewer images with no-op steps (Lightning's training loop nee
 counts anyway), and ``predict`` pads them with no-op batches the same way (a rank with no
 pending image at all still takes part). ``fit`` stops through ``trainer.should_stop`` (its end
 hooks then merge ``metrics.csv``); ``predict`` raises :class:`Requeued` on every rank, which
-the CLI turns into exit status 0. A signal that arrives after the last batch started stops
+the CLI turns into exit status 0. Once they agreed to stop under SLURM, the ranks ignore the
+SIGTERM that the requeue sends them (they are leaving anyway). A signal that arrives after the last batch started stops
 nothing: the run finishes, and no requeue is needed.
 """
 from __future__ import annotations
@@ -77,7 +78,13 @@ class RequeueOnSignal(L.Callback):
             self._previous = None
 
     def _stop(self, trainer: L.Trainer) -> None:
+        """Every rank, once the ranks agreed to stop; rank 0 requeues the job under SLURM."""
         job = slurm_job_id()
+        if self.requeue and job is not None and hasattr(signal, "SIGTERM"):
+            # `scontrol requeue` ends the job's tasks with SIGTERM, while they are already leaving:
+            # Lightning's SIGTERM handler would answer it with a collective that a rank already
+            # gone cannot join (a traceback in the job log, and a rank that exits non-zero)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if trainer.is_global_zero and self.requeue and job is not None:
             rank_zero_info(f"lightning-redd: signal {self.signum} received; requeueing SLURM job {job}")
             result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)

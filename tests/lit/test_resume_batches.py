@@ -6,14 +6,11 @@ image). Also for a mixed-size folder (``data.resize: none``), and on two process
 """
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import make_images, output_files, tiny_args
+from helpers import make_images, output_files, run_cli, tiny_args
 from PIL import Image
 
 from lightning_redd.lit.cli import cli
@@ -92,16 +89,10 @@ def test_a_mixed_size_folder_on_two_processes_equals_one(tmp_path, subcommand):
     equals the one-process run's byte for byte (measured; the tiny network's per-image results do
     not depend on batch mates), one metrics row per image."""
     images = mixed_folder(tmp_path / "in")
-    outs = {}
+    outs = {n: tmp_path / f"p{n}" for n in (1, 2)}
     for n in (1, 2):
-        outs[n] = tmp_path / f"p{n}"
-        args = tiny_args(outs[n], images, "--data.batch_size", "2", "--data.resize", "none", "--model.prior",
-                         "helpers.SizedConvPrior", "--trainer.devices", str(n), "--trainer.strategy", "ddp", steps=3,
-                         subcommand=subcommand)
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(TESTS)])}
-        proc = subprocess.run([sys.executable, "-m", "lightning_redd.lit.cli", *args], cwd=TESTS, env=env,
-                              capture_output=True, text=True, timeout=600)
-        assert proc.returncode == 0, proc.stderr[-3000:]
+        run_cli(tiny_args(outs[n], images, "--data.batch_size", "2", "--data.resize", "none", "--model.prior",
+                          "helpers.SizedConvPrior", steps=3, subcommand=subcommand), TESTS, n)
     one, two = output_files(outs[1]), output_files(outs[2])
     assert {k: v for k, v in one.items() if not k.startswith("grids/")} == {k: v for k, v in two.items() if not k.startswith("grids/")}
     assert (outs[2] / "metrics.csv").read_text().count("\n") == 1 + 4
@@ -113,12 +104,7 @@ def test_fewer_pending_images_than_processes_pads_predict(tmp_path):
     step (no compute, no output) instead of holding an empty loader; the image equals the
     one-process run's byte for byte."""
     images = make_images(tmp_path / "in", n=1)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(TESTS)])}
-    outs = {}
+    outs = {n: tmp_path / f"p{n}" for n in (1, 2)}
     for n in (1, 2):
-        outs[n] = tmp_path / f"p{n}"
-        args = tiny_args(outs[n], images, "--trainer.devices", str(n), "--trainer.strategy", "ddp", steps=3)
-        proc = subprocess.run([sys.executable, "-m", "lightning_redd.lit.cli", *args], cwd=TESTS, env=env,
-                              capture_output=True, text=True, timeout=600)
-        assert proc.returncode == 0, proc.stderr[-3000:]
+        run_cli(tiny_args(outs[n], images, steps=3), TESTS, n)
     assert output_files(outs[2]) == output_files(outs[1])

@@ -7,15 +7,12 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers import capture_writes, make_images, output_files, tiny_args
+from helpers import capture_writes, make_images, output_files, run_cli, tiny_args
 from PIL import Image
 
 from lightning_redd import seeding
@@ -226,11 +223,7 @@ def test_two_processes_write_what_one_does(tmp_path):
     images = make_images(tmp_path / "in", n=3)
     extra = ("--data.samples_per_image", "2", "--data.batch_size", "3")
     one = run(tmp_path, images, "p1", *extra)
-    args = tiny_args(tmp_path / "p2", images, *extra, "--trainer.devices", "2", "--trainer.strategy", "ddp", steps=3)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(TESTS)])}
-    proc = subprocess.run([sys.executable, "-m", "lightning_redd.lit.cli", *args], cwd=TESTS, env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_cli(tiny_args(tmp_path / "p2", images, *extra, steps=3), TESTS, 2)
     assert output_files(tmp_path / "p2") == output_files(one)
     assert sorted(p.name for p in (tmp_path / "p2" / "manifest").iterdir()) == ["rank0.txt", "rank1.txt"]
     assert len(list(csv.DictReader(io.StringIO((tmp_path / "p2" / "metrics.csv").read_text())))) == 3

@@ -63,6 +63,36 @@ def test_without_a_signal_the_run_finishes(tmp_path, recorder):
     assert sorted(p.stem for p in (out / "records").iterdir()) == ["img0", "img1", "img2"]
 
 
+def test_the_requeue_s_sigterm_reaches_no_handler_once_the_ranks_agreed_to_stop(tmp_path, recorder, monkeypatch):
+    """Under SLURM, rank 0 runs ``scontrol requeue`` and SLURM answers with SIGTERM to every task
+    while they leave: a handler that would start a collective (Lightning's) must not run."""
+    import subprocess
+
+    from lightning_redd.lit import requeue as requeue_module
+
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    monkeypatch.delenv("SLURM_ARRAY_JOB_ID", raising=False)
+    calls = []
+
+    def scontrol(argv, **kwargs):  # SLURM's answer to the requeue, delivered during the call
+        calls.append(argv)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+    def collective(signum, frame):
+        raise RuntimeError("a collective with a rank that already left")
+
+    monkeypatch.setattr(requeue_module.subprocess, "run", scontrol)
+    previous = signal.signal(signal.SIGTERM, collective)
+    try:
+        os.kill(os.getpid(), signal.SIGUSR1)
+        with pytest.raises(Requeued):
+            run(tmp_path, [RequeueOnSignal()])
+        assert calls == [["scontrol", "requeue", "42"]]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def test_install_keeps_a_handler_someone_else_set(recorder):
     def mine(signum, frame):
         pass

@@ -159,29 +159,25 @@ def test_fit_and_predict_write_the_same_images(sd_folder, tmp_path):
 @pytest.mark.multiprocess
 def test_two_processes_equal_one(sd_folder, tmp_path):
     """Nothing special for several processes: two gloo ranks restore what one does."""
-    import os
-    import subprocess
-    import sys
     from pathlib import Path
 
+    from helpers import run_cli
     from PIL import Image
 
     images = square_images(tmp_path / "in", n=4, seed=1)
     root = Path(__file__).resolve().parents[2]
 
-    def run(out, *extra):
-        argv = [sys.executable, "-m", "lightning_redd.lit.cli", "predict", "--config", "configs/demo.yaml",
+    def run(out, processes=1):
+        argv = ["predict", "--config", "configs/demo.yaml",
                 "--model.prior", "lightning_redd.priors.latent_diffusers.DiffusersLatentPrior",
                 "--model.prior.init_args.path", str(sd_folder), "--model.prior.init_args.text_encoder", "none",
                 "--model.solver.init_args.num_steps", "3", "--data.root", str(images), "--data.image_size", "16",
                 "--data.batch_size", "2", "--trainer.default_root_dir", str(out), "--trainer.enable_progress_bar", "false",
-                "--trainer.accelerator", "cpu", *extra]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
-        proc = subprocess.run(argv, cwd=root, capture_output=True, text=True, timeout=900, env=env)
-        assert proc.returncode == 0, proc.stderr[-4000:]
+                "--trainer.accelerator", "cpu"]
+        run_cli(argv, root, processes)
         return {p.stem: np.asarray(Image.open(p)).astype(int) for p in sorted(Path(out).rglob("restored/*.png"))}
 
     one = run(tmp_path / "one")
-    two = run(tmp_path / "two", "--trainer.devices", "2", "--trainer.strategy", "ddp")
+    two = run(tmp_path / "two", processes=2)
     assert sorted(one) == sorted(two) == [f"img{i}" for i in range(4)]
     assert all(np.abs(one[n] - two[n]).max() <= 1 for n in one)
