@@ -191,7 +191,9 @@ def section_tests(args, dl: Deadline) -> dict:
         return {"status": "skipped", "why": "no test file tests cuda.is_available"}
     xml = Path(args.out) / "cuda_tests.xml"
     select = ["-m", "cuda"] if cuda_marker_registered() else ["-k", "cuda"]
-    cmd = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", f"--junitxml={xml}", *files, *select]
+    # `-o addopts=` drops the project's `-n 2` (pytest-xdist, which the GPU machine may lack)
+    cmd = [sys.executable, "-m", "pytest", "-o", "addopts=", "-q", "-rs", "-p", "no:cacheprovider", f"--junitxml={xml}",
+           *files, *select]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     if args.dry_run:
         env["OMP_NUM_THREADS"] = "1"

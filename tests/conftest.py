@@ -59,3 +59,16 @@ def resnet_weights(tmp_path_factory):
     torch.save(_he_normal(net.state_dict(), 3), path)
     return path
 
+
+
+def pytest_collection_modifyitems(config, items):
+    """The longest tests first (SLURM jobs, then other runs of several processes, then the rest of
+    the slow tier), the 1-second ones last: under pytest-xdist the workers then end together
+    instead of one finishing a long test alone. A stable sort: each tier keeps its file order."""
+    def tier(item) -> int:
+        for i, mark in enumerate(("slurm", "multiprocess", "slow")):
+            if item.get_closest_marker(mark) is not None:
+                return i
+        return 3
+
+    items.sort(key=tier)

@@ -151,8 +151,9 @@ def test_a_new_solver_gets_the_property_suite_through_the_registry_alone(tmp_pat
     (tmp_path / "test_toy_solvers.py").write_text(textwrap.dedent(TOYS))
     report = tmp_path / "report.xml"
     cmd = [sys.executable, "-m", "pytest", str(tmp_path / "test_toy_solvers.py"), "tests/solvers/test_solver_properties.py",
-           "-k", "toy_walk or toy_mixer", "-p", "no:cacheprovider", "-q", f"--junitxml={report}"]
-    # no conftest (its torchvision import) and no third-party plugins: the run is mostly torch's import
+           "-k", "toy_walk or toy_mixer", "-p", "no:cacheprovider", "-o", "addopts=", "-q", f"--junitxml={report}"]
+    # no conftest (its torchvision import), no third-party plugins and not the project's addopts
+    # (`-n 2` needs pytest-xdist): the run is mostly torch's import
     cmd += ["--noconftest"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]), "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
