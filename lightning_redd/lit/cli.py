@@ -378,6 +378,7 @@ def main(args=None) -> None:
         app = cli(None if args is None else argv)
     except Requeued as err:
         print(f"lightning-redd: {err}; the finished images are on disk", file=sys.stderr)
+        leave_after_requeue()
         sys.exit(0)
     except (RunFolderError, StorageError) as err:
         if os.environ.get("LIGHTNING_REDD_TRACEBACK"):
@@ -396,6 +397,21 @@ def main(args=None) -> None:
     close_process_group()
     if summary and summary["diverged"]:
         sys.exit(3)
+
+
+def leave_after_requeue() -> None:
+    """Every rank stopped at the same batch: the job's requeue (SIGTERM to every task, which
+    Lightning's teardown gave back its default action) must not end a rank that is leaving, and
+    the process group is torn down as after a finished run (an exit with gloo's threads still
+    joinable aborts, and SLURM then records the job FAILED instead of requeueing it)."""
+    import signal
+
+    if os.environ.get("SLURM_JOB_ID") and hasattr(signal, "SIGTERM"):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        close_process_group()
+    except Exception as err:  # a rank already gone: nothing left to agree on
+        print(f"lightning-redd: process group not closed cleanly ({type(err).__name__}); leaving anyway", file=sys.stderr)
 
 
 def close_process_group() -> None:
