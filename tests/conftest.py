@@ -60,7 +60,6 @@ def resnet_weights(tmp_path_factory):
     return path
 
 
-
 def pytest_collection_modifyitems(config, items):
     """The longest tests first, the 1-second ones last, so that under pytest-xdist the workers end
     together: the SLURM jobs (one worker; mostly waiting) alongside the in-process slow tests

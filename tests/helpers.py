@@ -194,7 +194,7 @@ def written(batches: list) -> dict:
     return {n: b.x_hat[i] for b in batches for i, n in enumerate(b.names) if b.keep is None or bool(b.keep[i])}
 
 
-def run_cli(argv, cwd, processes: int = 1, env: dict | None = None, timeout: float = 900):
+def run_cli(argv, cwd, processes: int = 1):
     """``lightning-redd <argv>`` from the folder ``cwd`` on ``processes`` CPU processes.
 
     One process runs in this interpreter (a fresh one costs ~4 s of imports); several start a
@@ -219,11 +219,11 @@ def run_cli(argv, cwd, processes: int = 1, env: dict | None = None, timeout: flo
             os.chdir(here)
         return None
     tests = Path(__file__).resolve().parent
-    paths = [str(tests.parent), str(tests), (env or os.environ).get("PYTHONPATH", "")]
-    env = {**(env or os.environ), "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+    paths = [str(tests.parent), str(tests), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
     argv += ["--trainer.devices", str(processes), "--trainer.strategy", "ddp", "--trainer.accelerator", "cpu"]
     proc = subprocess.run([sys.executable, "-m", "lightning_redd.lit.cli", *argv], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert f"Starting with {processes} processes" in proc.stderr  # really that many ranks
     return proc

@@ -400,14 +400,12 @@ def main(args=None) -> None:
 
 
 def leave_after_requeue() -> None:
-    """Every rank stopped at the same batch: the job's requeue (SIGTERM to every task, which
-    Lightning's teardown gave back its default action) must not end a rank that is leaving, and
-    the process group is torn down as after a finished run (an exit with gloo's threads still
+    """Every rank stopped at the same batch: the job's requeue must not end a rank that is leaving,
+    and the process group is torn down as after a finished run (an exit with gloo's threads still
     joinable aborts, and SLURM then records the job FAILED instead of requeueing it)."""
-    import signal
+    from lightning_redd.lit.requeue import ignore_requeue_sigterm
 
-    if os.environ.get("SLURM_JOB_ID") and hasattr(signal, "SIGTERM"):
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    ignore_requeue_sigterm()
     try:
         close_process_group()
     except Exception as err:  # a rank already gone: nothing left to agree on

@@ -19,8 +19,9 @@ counts anyway), and ``predict`` pads them with no-op batches the same way (a ran
 pending image at all still takes part). ``fit`` stops through ``trainer.should_stop`` (its end
 hooks then merge ``metrics.csv``); ``predict`` raises :class:`Requeued` on every rank, which
 the CLI turns into exit status 0. Once they agreed to stop under SLURM, the ranks ignore the
-SIGTERM that the requeue sends them (they are leaving anyway). A signal that arrives after the last batch started stops
-nothing: the run finishes, and no requeue is needed.
+SIGTERM that the requeue sends them (:func:`ignore_requeue_sigterm`: they are leaving anyway).
+A signal that arrives after the last batch started stops nothing: the run finishes, and no
+requeue is needed.
 """
 from __future__ import annotations
 
@@ -42,6 +43,16 @@ def slurm_job_id() -> str | None:
     array = os.environ.get("SLURM_ARRAY_JOB_ID")
     job = f"{array}_{os.environ['SLURM_ARRAY_TASK_ID']}" if array and "SLURM_ARRAY_TASK_ID" in os.environ else os.environ.get("SLURM_JOB_ID")
     return job if job and re.fullmatch(r"[0-9_]+", job) else None
+
+
+def ignore_requeue_sigterm() -> None:
+    """Under SLURM, ignore SIGTERM from now on: ``scontrol requeue`` ends the job's tasks with it
+    while they are already leaving, and Lightning's SIGTERM handler would answer it with a
+    collective that a rank already gone cannot join (a traceback in the job log, a rank that
+    exits non-zero). Lightning's teardown gives SIGTERM its default action back, so the CLI calls
+    this again before it exits."""
+    if slurm_job_id() is not None and hasattr(signal, "SIGTERM"):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 class RequeueOnSignal(L.Callback):
@@ -80,11 +91,8 @@ class RequeueOnSignal(L.Callback):
     def _stop(self, trainer: L.Trainer) -> None:
         """Every rank, once the ranks agreed to stop; rank 0 requeues the job under SLURM."""
         job = slurm_job_id()
-        if self.requeue and job is not None and hasattr(signal, "SIGTERM"):
-            # `scontrol requeue` ends the job's tasks with SIGTERM, while they are already leaving:
-            # Lightning's SIGTERM handler would answer it with a collective that a rank already
-            # gone cannot join (a traceback in the job log, and a rank that exits non-zero)
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if self.requeue:
+            ignore_requeue_sigterm()
         if trainer.is_global_zero and self.requeue and job is not None:
             rank_zero_info(f"lightning-redd: signal {self.signum} received; requeueing SLURM job {job}")
             result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
