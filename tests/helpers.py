@@ -194,36 +194,71 @@ def written(batches: list) -> dict:
     return {n: b.x_hat[i] for b in batches for i, n in enumerate(b.names) if b.keep is None or bool(b.keep[i])}
 
 
-def run_cli(argv, cwd, processes: int = 1):
+def run_cli(argv, cwd, processes: int = 1) -> None:
     """``lightning-redd <argv>`` from the folder ``cwd`` on ``processes`` CPU processes.
 
-    One process runs in this interpreter (a fresh one costs ~4 s of imports); several start a
-    fresh interpreter with ``--trainer.strategy ddp`` (Lightning's DDP launcher re-runs its command
-    line for the other ranks, which cannot be pytest's). Returns the finished process (stderr
-    captured) for several, ``None`` for one; a failed run fails the test with its stderr.
+    Rank 0 runs in this interpreter (a fresh one costs ~4 s of imports). With several processes
+    (``--trainer.strategy ddp``, gloo) Lightning's launcher starts ranks 1.. as fresh interpreters
+    running ``python -m lightning_redd.lit.cli <argv>`` (the command a console-script launch gives
+    them: this interpreter's own command line is pytest's); the run checks that exactly
+    ``processes - 1`` of them started and ended with status 0, then closes the process group and
+    gives back the environment variables and thread count the launcher changed.
     """
     import os
-    import subprocess
     import sys
     from pathlib import Path
 
-    argv = [str(a) for a in argv]
-    if processes == 1:
-        from lightning_redd.lit.cli import cli
+    import torch
+    from lightning.fabric.strategies.launchers.subprocess_script import _ChildProcessObserver
+    from lightning.pytorch.strategies.launchers import subprocess_script
 
-        here = os.getcwd()
-        os.chdir(cwd)
-        try:
-            cli(argv)
-        finally:
-            os.chdir(here)
-        return None
+    from lightning_redd.lit.cli import cli, close_process_group
+
+    argv = [str(a) for a in argv]
+    if processes > 1:
+        argv += ["--trainer.devices", str(processes), "--trainer.strategy", "ddp", "--trainer.accelerator", "cpu"]
+    children: list = []
+    environ, threads, here = dict(os.environ), torch.get_num_threads(), os.getcwd()
+    command, observe = subprocess_script._basic_subprocess_cmd, subprocess_script._launch_process_observer
+    observers: list = []
+
+    class RankObserver(_ChildProcessObserver):
+        """Lightning's watcher of the ranks it started (a failed rank ends them all, this process
+        too, as in a real launch: rank 0 may be waiting in a collective that never returns), stood
+        down before this function ends the ranks itself."""
+        stood_down = False
+
+        def _terminate_all(self) -> None:
+            if not self.stood_down:
+                super()._terminate_all()
+
+    def observe_ranks(procs):
+        children.extend(procs)
+        observers.append(RankObserver(main_pid=os.getpid(), child_processes=procs, sleep_period=1))
+        observers[-1].start()
+
     tests = Path(__file__).resolve().parent
-    paths = [str(tests.parent), str(tests), os.environ.get("PYTHONPATH", "")]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
-    argv += ["--trainer.devices", str(processes), "--trainer.strategy", "ddp", "--trainer.accelerator", "cpu"]
-    proc = subprocess.run([sys.executable, "-m", "lightning_redd.lit.cli", *argv], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    assert f"Starting with {processes} processes" in proc.stderr  # really that many ranks
-    return proc
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(tests.parent), str(tests), environ.get("PYTHONPATH", "")) if p)
+    subprocess_script._basic_subprocess_cmd = lambda: [sys.executable, "-m", "lightning_redd.lit.cli", *argv]
+    subprocess_script._launch_process_observer = observe_ranks
+    os.chdir(cwd)
+    try:
+        cli(argv)
+        close_process_group()  # as main() does: a barrier, then each rank tears its end down
+        for proc in children:
+            assert proc.wait(timeout=300) == 0, f"rank {children.index(proc) + 1} ended with status {proc.returncode}"
+    finally:
+        for observer in observers:
+            observer.stood_down = True
+        for proc in children:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        subprocess_script._basic_subprocess_cmd, subprocess_script._launch_process_observer = command, observe
+        os.chdir(here)
+        os.environ.clear()
+        os.environ.update(environ)
+        torch.set_num_threads(threads)
+    assert len(children) == processes - 1, f"{len(children) + 1} process(es) ran, not {processes}"
