@@ -62,15 +62,15 @@ def resnet_weights(tmp_path_factory):
 
 def pytest_collection_modifyitems(config, items):
     """The longest tests first, the 1-second ones last, so that under pytest-xdist the workers end
-    together: the SLURM jobs (one worker; mostly waiting) alongside the in-process slow tests
-    (which keep the other core busy), then the runs of several processes (each mostly one
-    interpreter importing at a time: two of them run side by side), then the fast tier. A stable
-    sort: each tier keeps its file order."""
+    together: the SLURM jobs (one worker; mostly waiting on sleeping test denoisers) alongside the
+    runs of several processes (rank 0 in the worker, the other ranks fresh interpreters: they use
+    the core the SLURM worker leaves idle), then the in-process slow tests, then the fast tier. A
+    stable sort: each tier keeps its file order."""
     def tier(item) -> int:
         if item.get_closest_marker("slurm") is not None:
             return 0
         if item.get_closest_marker("multiprocess") is not None:
-            return 2
-        return 1 if item.get_closest_marker("slow") is not None else 3
+            return 1
+        return 2 if item.get_closest_marker("slow") is not None else 3
 
     items.sort(key=tier)
