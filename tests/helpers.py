@@ -245,8 +245,8 @@ def run_cli(argv, cwd, processes: int = 1) -> None:
     try:
         cli(argv)
         close_process_group()  # as main() does: a barrier, then each rank tears its end down
-        for proc in children:
-            assert proc.wait(timeout=300) == 0, f"rank {children.index(proc) + 1} ended with status {proc.returncode}"
+        for rank, proc in enumerate(children, start=1):
+            assert proc.wait(timeout=300) == 0, f"rank {rank} ended with status {proc.returncode}"
     finally:
         for observer in observers:
             observer.stood_down = True
