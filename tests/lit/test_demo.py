@@ -31,28 +31,35 @@ def run(subcommand: str, out: Path, monkeypatch, *extra: str) -> dict[str, torch
     return seen
 
 
+#: predict's metrics.csv at 10 of the demo's 200 iterates (recorded on this 2-core CPU with 1 and
+#: 2 threads: the same to 4 decimals); psnr_init is the masked input, the README's 18.16 dB mean.
+#: The README's 200-iterate figure (24.48 dB) is measured by ``benchmarks/reproducibility.py``:
+#: a 200-iterate run is ~30 s of CPU, too long for the suite.
+RECORDED_10 = {"chelsea": (19.3888, 20.3099), "chelsea_face": (18.7116, 18.8819),
+               "coffee": (17.4485, 15.2779), "motorcycle": (17.8650, 18.1725)}
+
+
 @pytest.mark.slow
 def test_demo_fit_equals_predict(tmp_path, monkeypatch):
     """fit = predict on the shipped demo config (at 10 of its 200 iterates, to keep the suite
-    short), and predict's full run gives the README's PSNR figures."""
+    short), predict's metrics at 10 iterates as recorded, and the README's input PSNR."""
     short = ("--model.solver.init_args.num_steps", "10")
     fit = run("fit", tmp_path / "fit", monkeypatch, *short)
-    pred = run("predict", tmp_path / "predict_40", monkeypatch, *short)
+    pred = run("predict", tmp_path / "predict", monkeypatch, *short)
     assert sorted(fit) == sorted(pred) == ["chelsea", "chelsea_face", "coffee", "motorcycle"]
     for name in fit:
         assert (fit[name] - pred[name]).abs().max() <= 1e-5, name
         a = np.asarray(Image.open(tmp_path / "fit" / "restored" / f"{name}.png"))
-        b = np.asarray(Image.open(tmp_path / "predict_40" / "restored" / f"{name}.png"))
+        b = np.asarray(Image.open(tmp_path / "predict" / "restored" / f"{name}.png"))
         assert np.array_equal(a, b), name
     # fit logged one row per iterate to the CSV logger
     logged = (tmp_path / "fit" / "logs" / "version_0" / "metrics.csv").read_text()
     assert "train/psnr" in logged and "train/loss_obs" in logged
-    # the README's demo figures: mean PSNR 18.16 dB (masked input) -> 24.48 dB (restored)
-    run("predict", tmp_path / "predict", monkeypatch)
-    rows = list(csv.DictReader(open(tmp_path / "predict" / "metrics.csv", newline="")))
-    mean = sum(float(r["psnr"]) for r in rows) / len(rows)
-    start = sum(float(r["psnr_init"]) for r in rows) / len(rows)
-    assert abs(mean - 24.48) < 0.02 and abs(start - 18.16) < 0.01, (mean, start)
+    rows = {r["name"]: (float(r["psnr"]), float(r["psnr_init"]))
+            for r in csv.DictReader(open(tmp_path / "predict" / "metrics.csv", newline=""))}
+    assert rows == {n: pytest.approx(v, abs=2e-3) for n, v in RECORDED_10.items()}
+    # the README's demo input: mean PSNR 18.16 dB (masked input, missing pixels mid-grey)
+    assert abs(sum(v[1] for v in rows.values()) / 4 - 18.16) < 0.01
 
 
 def test_missing_checkpoint_is_named_and_nothing_written(tmp_path, monkeypatch):
