@@ -106,7 +106,9 @@ def psnr_plot(curves: dict[str, list[tuple[int, float]]], *, title: str) -> byte
     ax.grid(alpha=0.3)
     if len(curves) <= 10:
         ax.legend(fontsize=8)
-    fig.tight_layout()
+    # fixed margins that fit the labels of this figure size (tight_layout measured them each run: a
+    # third of the plot's time, which the suite pays in every run)
+    fig.subplots_adjust(left=0.11, right=0.97, bottom=0.12, top=0.92)
     return _png(plt, fig)
 
 
