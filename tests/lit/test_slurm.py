@@ -255,8 +255,6 @@ exec "$@"
 
 
 @slurm_job
-@pytest.mark.xfail(strict=False, reason="seen once on a quiet machine: the job stopped before batch 0, "
-                   "was cancelled 'due to job requeue' and ended FAILED instead of restarting; under load it passed")
 def test_sigusr1_during_start_up_and_to_the_batch_shell_do_not_kill_the_job(cluster, tmp_path):
     """``scancel --signal=USR1 --batch`` (the shell traps it and passes it on) and a SIGUSR1 to the
     tasks while they import: recorded, the job stops at its first batch, is requeued, finishes."""
