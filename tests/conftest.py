@@ -4,7 +4,7 @@ from pathlib import Path
 
 # Python's bytecode cache for the project and its tests, in this process and every process the
 # suite starts (xdist workers, ranks, SLURM tasks, crash runners): an environment that sets
-# PYTHONDONTWRITEBYTECODE (this machine's does) would have each of the ~60 fresh interpreters
+# PYTHONDONTWRITEBYTECODE (this machine's does) would have each of the ~30 fresh interpreters
 # compile the package again (~0.3 s each; the test modules ~1.5 s per worker). The files go to the
 # usual git-ignored __pycache__ folders; Python skips them where the tree is read-only.
 os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
@@ -18,10 +18,12 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 sys.path.insert(0, str(Path(__file__).parent))
 
 import pytest  # noqa: E402
-import torch  # noqa: E402
-import torchvision  # noqa: E402
 
+# torch only where tests run: the xdist controller imports this file before it starts the
+# workers, and a torch import there (~3 s) would delay them while a core idles
 if os.environ.get("PYTEST_XDIST_WORKER"):
+    import torch
+
     torch.set_num_threads(1)
 
 
@@ -29,6 +31,8 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 # are drawn He-normal (std = sqrt(2 / fan_in)) so that features keep a useful scale through deep
 # networks; everything else keeps torch's default initialisation.
 def _he_normal(state: dict, seed: int) -> dict:
+    import torch
+
     g = torch.Generator().manual_seed(seed)
     out = {}
     for k, v in state.items():
@@ -41,6 +45,9 @@ def _he_normal(state: dict, seed: int) -> dict:
 
 @pytest.fixture(scope="session")
 def alexnet_weights(tmp_path_factory):
+    import torch
+    import torchvision
+
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("w") / "alexnet-owt-7be5be79.pth"
     torch.save(_he_normal(torchvision.models.alexnet(weights=None).state_dict(), 1), path)
@@ -51,6 +58,9 @@ def alexnet_weights(tmp_path_factory):
 def inception_weights(tmp_path_factory):
     """A state dict with the layout of torch-fidelity's FID Inception (torchvision's
     Inception3 keys with 1008 classes and no auxiliary head)."""
+    import torch
+    import torchvision
+
     torch.manual_seed(0)
     net = torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=False, num_classes=1008)
     path = tmp_path_factory.mktemp("w") / "weights-inception-2015-12-05-6726825d.pth"
@@ -61,6 +71,8 @@ def inception_weights(tmp_path_factory):
 @pytest.fixture(scope="session")
 def resnet_weights(tmp_path_factory):
     timm = pytest.importorskip("timm")
+    import torch
+
     torch.manual_seed(0)
     net = timm.create_model("resnet18.tv_in1k", pretrained=False)
     path = tmp_path_factory.mktemp("w") / "resnet18-f37072fd.pth"
