@@ -17,13 +17,13 @@ with the time of one call; and a short RED-diff inpainting of the photograph (PS
 
 Timings are of whatever machine runs it (``--threads``, default 1); a benchmark, not a test.
 
-Measured (shared 2-core CPU, 3 iterates, RSS added on top of the built problem, MiB):
+Measured (2-core CPU, 3 iterates, RSS added on top of the built problem, MiB):
 
-    tiles, tile_batch 16:   256 px +235   512 px +290   1024 px +437   (25 / 121 / 441 tiles)
-    tiles at 256 px:        tile_batch 4 +68, 16 +235, 64 (all 25 tiles in one call) +295
-    whole image:            256 px +507   512 px +7190 (1 iterate)
+    tiles, tile_batch 16:   256 px +193   512 px +275   1024 px +426   (25 / 121 / 441 tiles; quiet)
+    tiles at 256 px:        tile_batch 4 +68, 16 +235, 64 (all 25 tiles in one call) +295 (shared machine)
+    whole image:            256 px +507   512 px +7190 (1 iterate; shared machine)
 
-so with tiles the peak is about ``c(tile_batch) + 18 x`` the float32 image (``c(16)`` ~ 220 MiB:
+so with tiles the peak is about ``c(tile_batch) + 21 x`` the float32 image (``c(16)`` <= 190 MiB:
 the network's working set for one chunk; the rest is per-pixel state: the estimate, Adam's
 moments, gradients, the tiles and their predictions), while whole-image evaluation grows with
 the network's activations over the whole image (its self-attention over all positions).
