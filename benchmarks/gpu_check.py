@@ -372,6 +372,7 @@ def predict_argv(args, folder: Path, out: Path, batch: int, precision: str) -> l
 
 def section_predict(args, dl: Deadline, res: dict, bench_rows: list[dict]) -> dict:
     import shutil
+    import tempfile
 
     from bench_lightning import make_images
 
@@ -381,8 +382,8 @@ def section_predict(args, dl: Deadline, res: dict, bench_rows: list[dict]) -> di
     batch = min(top["batch"] if top else 4, args.predict_images)
     precision = top["precision"] if top else "bf16"
     size = int(TINY_PRIOR_ARGS["image_size"]) if args.dry_run else 256
-    work = Path(args.out) / "predict_work"
-    shutil.rmtree(work, ignore_errors=True)
+    # a fresh folder of this run's own (a fixed name would delete whatever a user kept there)
+    work = Path(tempfile.mkdtemp(prefix="predict_work_", dir=args.out))
     folder = make_images(work / "in", args.predict_images, size)
     argv = predict_argv(args, folder, work / "out", batch, precision)
     res.update(batch=batch, precision=precision, images=args.predict_images, iterates=args.predict_steps,

@@ -64,6 +64,9 @@ def test_gpu_check_dry_run_writes_json_and_markdown(monkeypatch, tmp_path):
     import gpu_check
 
     out = tmp_path / "gc"
+    kept = out / "predict_work" / "mine.txt"  # a user's folder of the name the check once used and removed
+    kept.parent.mkdir(parents=True)
+    kept.write_text("keep")
     # generous guards: a loaded CI machine must not turn a slow section into a failure
     gpu_check.main(["--dry-run", "--out", str(out), "--guard", "tests=600", "bench=600", "dps=300", "predict=600",
                     "--budget", "2400"])
@@ -84,6 +87,7 @@ def test_gpu_check_dry_run_writes_json_and_markdown(monkeypatch, tmp_path):
     assert dps["dps"]["s"] > 0 and dps["iterate"]["s"] > 0 and dps["dps/iterate time"] > 0
     predict = res["sections"]["predict"]
     assert predict["exit_code"] == 0 and predict["restored"] == predict["images"] == 2 and predict["img_per_h"] > 0
+    assert kept.read_text() == "keep" and not list(out.glob("predict_work_*"))  # its own work folder is gone
     md = (out / "gpu_check.md").read_text()
     assert "img/h = batch * 3600 / (1000 * t_iterate)" in md and "DRY RUN" in md
     assert "| tiny | fp32 | off | 1 |" in md and "| tiny | fp32 | on | 1 |" in md
