@@ -32,7 +32,9 @@ def run(subcommand: str, out: Path, monkeypatch, *extra: str) -> dict[str, torch
 
 
 #: predict's metrics.csv at 10 of the demo's 200 iterates (recorded on this 2-core CPU with 1 and
-#: 2 threads: the same to 4 decimals); psnr_init is the masked input, the README's 18.16 dB mean.
+#: 2 threads: the same to 4 decimals; checked within 0.02 dB, room for another CPU's float
+#: rounding, which early iterates amplify to a few pixel levels, ~0.002 dB); psnr_init is the
+#: masked input, the README's 18.16 dB mean.
 #: The README's 200-iterate figure (24.48 dB) is measured by ``benchmarks/reproducibility.py``:
 #: a 200-iterate run is ~30 s of CPU, too long for the suite.
 RECORDED_10 = {"chelsea": (19.3888, 20.3099), "chelsea_face": (18.7116, 18.8819),
@@ -57,7 +59,7 @@ def test_demo_fit_equals_predict(tmp_path, monkeypatch):
     assert "train/psnr" in logged and "train/loss_obs" in logged
     rows = {r["name"]: (float(r["psnr"]), float(r["psnr_init"]))
             for r in csv.DictReader(open(tmp_path / "predict" / "metrics.csv", newline=""))}
-    assert rows == {n: pytest.approx(v, abs=2e-3) for n, v in RECORDED_10.items()}
+    assert rows == {n: pytest.approx(v, abs=0.02) for n, v in RECORDED_10.items()}
     # the README's demo input: mean PSNR 18.16 dB (masked input, missing pixels mid-grey)
     assert abs(sum(v[1] for v in rows.values()) / 4 - 18.16) < 0.01
 
