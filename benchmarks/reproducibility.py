@@ -62,7 +62,8 @@ def compare(ref: Path, other: Path) -> dict:
     import torch
 
     psnr = {r["name"]: float(r["psnr"]) for r in csv.DictReader(open(ref / "metrics.csv"))}
-    psnr_o = {r["name"]: float(r["psnr"]) for r in csv.DictReader(open(other / "metrics.csv"))}
+    rows = list(csv.DictReader(open(other / "metrics.csv")))
+    psnr_o = {r["name"]: float(r["psnr"]) for r in rows}
     dx, dpx, frac = 0.0, 0, []
     for n in NAMES:
         a, b = torch.load(ref / f"{n}.x_hat.pt", weights_only=True), torch.load(other / f"{n}.x_hat.pt", weights_only=True)
@@ -71,7 +72,6 @@ def compare(ref: Path, other: Path) -> dict:
         pb = np.asarray(Image.open(other / "restored" / f"{n}.png")).astype(int)
         dpx = max(dpx, int(np.abs(pa - pb).max()))
         frac.append(float((pa != pb).mean()))
-    rows = list(csv.DictReader(open(other / "metrics.csv")))
     return {"max_abs_float": dx, "max_pixel_levels": dpx, "fraction_pixels_differing": float(np.mean(frac)),
             "max_psnr_db": max(abs(psnr[n] - psnr_o[n]) for n in NAMES),
             "mean_psnr_db": float(np.mean([float(r["psnr"]) for r in rows])),

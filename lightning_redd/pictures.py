@@ -106,8 +106,8 @@ def psnr_plot(curves: dict[str, list[tuple[int, float]]], *, title: str) -> byte
     ax.grid(alpha=0.3)
     if len(curves) <= 10:
         ax.legend(fontsize=8)
-    # fixed margins that fit the labels of this figure size (tight_layout measured them each run: a
-    # third of the plot's time, which the suite pays in every run)
+    # fixed margins that fit the labels of this figure size (tight_layout measured them on every
+    # call: a third of the plot's time, paid at the end of every run)
     fig.subplots_adjust(left=0.11, right=0.97, bottom=0.12, top=0.92)
     return _png(plt, fig)
 
