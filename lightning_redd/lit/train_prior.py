@@ -6,7 +6,8 @@ At the end of fit the EMA weights are exported to ``<default_root_dir>/embedded6
 (see :mod:`lightning_redd.priors.embedded`) and a grid of DDIM samples to ``samples.png``.
 
 ``python -m lightning_redd.lit.train_prior sample --out docs/samples.png`` regenerates the grid
-from a checkpoint (default: the shipped one).
+from a checkpoint (default: the shipped one); ``... export RUN/last.ckpt OUT.safetensors`` writes the
+EMA weights of a training checkpoint (an interrupted run, or one epoch's).
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from torchvision.utils import make_grid
 
 from lightning_redd.priors import schedules
 from lightning_redd.priors.base import DiffusionPrior
-from lightning_redd.priors.embedded import DEFAULT_CHECKPOINT_NAME, EmbeddedPrior, save_network
+from lightning_redd.priors.embedded import DEFAULT_CHECKPOINT_NAME, EmbeddedPrior, load_network, save_network
 from lightning_redd.priors.networks.unet import UNet, count_parameters
 from lightning_redd.solvers import grids
 
@@ -96,6 +97,10 @@ def sample(
     return save_grid(images, out)
 
 
+def _plain(config: dict) -> dict:
+    return {k: list(v) if isinstance(v, (tuple, list)) else v for k, v in config.items()}
+
+
 class DDPMModule(L.LightningModule):
     """Trains a :class:`UNet` to predict ``eps`` on the spec's linear schedule (T = 1000).
 
@@ -116,6 +121,9 @@ class DDPMModule(L.LightningModule):
         dataset_description: text stored in the checkpoint's metadata (default: asked of the
             DataModule's ``describe()`` when it has one).
         channels_last: train in channels-last memory format (faster convolutions on tensor-core GPUs).
+        init_weights: start from these weights (a ``.safetensors`` written by :meth:`export`, e.g. the
+            shipped prior) instead of the network's random initialisation: fine-tuning. The file's network
+            must be the configured one (same hyper-parameters); the EMA copy starts from them too.
     """
 
     def __init__(
@@ -134,6 +142,7 @@ class DDPMModule(L.LightningModule):
         export_name: str = DEFAULT_CHECKPOINT_NAME,
         dataset_description: str | None = None,
         channels_last: bool = False,
+        init_weights: str | None = None,
     ) -> None:
         super().__init__()
         if not 0.0 <= ema_decay <= 1.0:
@@ -142,6 +151,12 @@ class DDPMModule(L.LightningModule):
             raise ValueError("need lr > 0, warmup_steps >= 0, num_samples >= 0, sample_steps >= 1")
         self.save_hyperparameters(ignore=["network"])
         self.hparams["network_config"] = dict(network.config)
+        if init_weights is not None:
+            start = load_network(init_weights)
+            if _plain(start.config) != _plain(network.config):
+                raise ValueError(f"init_weights={init_weights} holds a UNet {dict(start.config)}, "
+                                 f"not the configured {dict(network.config)}: set model.network to match it")
+            network.load_state_dict(start.state_dict(), strict=True)
         if channels_last:
             network = network.to(memory_format=torch.channels_last)
         self.network = network
@@ -220,6 +235,7 @@ class DDPMModule(L.LightningModule):
             "lr": self.hparams.lr,
             "parameters": count_parameters(self.ema),
             "dataset": self._dataset_description(),
+            "init_weights": Path(self.hparams.init_weights).name if self.hparams.init_weights else "random",
             "objective": "eps-prediction, MSE, uniform t, linear betas 1e-4..0.02, T=1000",
         }
         path = save_network(self.ema, out_dir / self.hparams.export_name, training)
@@ -229,6 +245,27 @@ class DDPMModule(L.LightningModule):
             images = ddim_sample(prior, self.hparams.num_samples, steps=self.hparams.sample_steps, generator=g)
             save_grid(images, out_dir / "samples.png")
         return path
+
+
+def export_checkpoint(ckpt: str | Path, out: str | Path) -> Path:
+    """Write the EMA weights of a training checkpoint (e.g. an interrupted run's ``last.ckpt``) to ``out``.
+
+    The checkpoint is read with ``weights_only=True`` (no code from the file is run)."""
+    state = torch.load(str(ckpt), map_location="cpu", weights_only=True)
+    hp = state.get("hyper_parameters", {})
+    if "network_config" not in hp or not any(k.startswith("ema.") for k in state.get("state_dict", {})):
+        raise ValueError(f"{ckpt} is not a checkpoint of lightning-redd-train (no network_config or EMA weights)")
+    cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in hp["network_config"].items()}
+    network = UNet(**cfg)
+    network.load_state_dict({k[len("ema."):]: v for k, v in state["state_dict"].items() if k.startswith("ema.")}, strict=True)
+    data = state.get("datamodule_hyper_parameters", {})
+    training = {"global_step": int(state.get("global_step", -1)), "ema_decay": hp.get("ema_decay"), "lr": hp.get("lr"),
+                "parameters": count_parameters(network), "exported_from": Path(ckpt).name,
+                "init_weights": Path(hp["init_weights"]).name if hp.get("init_weights") else "random",
+                "dataset": hp.get("dataset_description") or (f"folder {data['folder']}" if data.get("folder")
+                                                             else "scikit-image sample photos"),
+                "objective": "eps-prediction, MSE, uniform t, linear betas 1e-4..0.02, T=1000"}
+    return save_network(network, out, training)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -242,7 +279,13 @@ def main(argv: list[str] | None = None) -> None:
     cmd.add_argument("--eta", type=float, default=0.0)
     cmd.add_argument("--seed", type=int, default=0)
     cmd.add_argument("--device", default="cpu")
+    exp = sub.add_parser("export", help="write the EMA weights of a training checkpoint (.ckpt) as .safetensors")
+    exp.add_argument("ckpt")
+    exp.add_argument("out")
     args = parser.parse_args(argv)
+    if args.command == "export":
+        print(export_checkpoint(args.ckpt, args.out))
+        return
     print(sample(args.checkpoint, args.out, num_images=args.num_images, steps=args.steps, eta=args.eta,
                  seed=args.seed, device=args.device))
 

@@ -6,10 +6,10 @@ import torch
 from safetensors.torch import load_file
 
 from lightning_redd.priors.base import DiffusionPrior
-from lightning_redd.priors.embedded import EmbeddedPrior, read_metadata
+from lightning_redd.priors.embedded import EmbeddedPrior, read_metadata, save_network
 from lightning_redd.priors.gaussian import GaussianPrior
 from lightning_redd.priors.networks.unet import UNet
-from lightning_redd.lit.train_prior import DDPMModule, ddim_sample, sample, save_grid
+from lightning_redd.lit.train_prior import DDPMModule, ddim_sample, export_checkpoint, sample, save_grid
 
 TINY = dict(image_size=16, in_channels=3, base_channels=8, channel_mult=(1, 2), num_res_blocks=1,
             attention_resolutions=(8,), num_groups=4)
@@ -147,3 +147,39 @@ def test_cli_parses_and_links_image_size(tmp_path):
                       "--trainer.accelerator", "cpu", "--trainer.precision", "32"], run=False)
     assert cli.model.network.config["image_size"] == 32
     assert cli.datamodule.hparams.image_size == 32
+
+
+def test_init_weights_fine_tunes_from_a_file(tmp_path):
+    torch.manual_seed(1)
+    start = UNet(**TINY)
+    path = save_network(start, tmp_path / "start.safetensors", {"global_step": 7})
+    torch.manual_seed(2)
+    module = DDPMModule(UNet(**TINY), init_weights=str(path))
+    for (k, v), e in zip(start.state_dict().items(), module.ema.state_dict().values()):
+        torch.testing.assert_close(module.network.state_dict()[k], v)
+        torch.testing.assert_close(e, v)
+    other = dict(TINY, base_channels=4)
+    with pytest.raises(ValueError, match="set model.network to match"):
+        DDPMModule(UNet(**other), init_weights=str(path))
+
+
+@pytest.mark.slow
+def test_export_checkpoint_writes_the_ema_of_a_run(tmp_path):
+    photos = pytest.importorskip("lightning_redd.data.photos")
+    pytest.importorskip("skimage")
+    L.seed_everything(0)
+    module = DDPMModule(UNet(**TINY), lr=1e-3, warmup_steps=0, ema_decay=0.5, ema_warmup=False, num_samples=0)
+    data = photos.PhotoPatches(image_size=16, batch_size=2, num_workers=0, samples_per_epoch=4, val_samples=2)
+    trainer = L.Trainer(max_steps=2, accelerator="cpu", default_root_dir=tmp_path, logger=False,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                        limit_val_batches=0)
+    trainer.fit(module, data)
+    ckpt = next(tmp_path.rglob("*.ckpt"))
+    out = export_checkpoint(ckpt, tmp_path / "exported.safetensors")
+    assert read_metadata(out)["training"]["global_step"] == 2
+    prior = EmbeddedPrior(checkpoint=str(out))
+    x, t = torch.randn(2, 3, 16, 16), torch.tensor([3, 600])
+    torch.testing.assert_close(prior.eps(x, t), module.ema(x, t))
+    with pytest.raises(ValueError, match="not a checkpoint of lightning-redd-train"):
+        torch.save({"state_dict": {}}, tmp_path / "other.ckpt")
+        export_checkpoint(tmp_path / "other.ckpt", tmp_path / "x.safetensors")
