@@ -45,14 +45,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from lightning_redd.data.photos import HELDOUT_PHOTOS, _find, load_rgb, skimage_data_dir
+from lightning_redd.data.photos import HELDOUT_PHOTOS, _find, rgb_of, skimage_data_dir
 
 MIN_SIDE = 192
 MIN_GREY_LEVELS = 48
 MAX_TOP2_FRACTION = 0.5
 HELDOUT_CORRELATION = 0.95
 MAX_ASPECT_DIFFERENCE = 0.05
-LICENCE_CLASSES = ("permissive", "copyleft")
 
 
 def _matplotlib_sample_dir() -> Path | None:
@@ -94,6 +93,7 @@ class Source:
     patterns: tuple[str, ...]
     exclude: dict[str, str] = field(default_factory=dict)  # file stem -> reason
     largest_per_folder: bool = False  # one photo at several resolutions per folder: keep the largest file
+    stem_of: Callable[[Path], str] = Path.stem.fget  # the photo's name (exclusions, written file name)
 
     def files(self) -> list[Path]:
         root = self.root()
@@ -157,7 +157,7 @@ SOURCES: tuple[Source, ...] = (
         "copyleft", _fixed("/usr/share/wallpapers"),
         tuple(f"{name}/contents/images/*" for name in
               ("BytheWater", "ColdRipple", "EveningGlow", "FallenLeaf", "Kite", "OneStandsOut", "Path", "summer_1am")),
-        largest_per_folder=True,
+        largest_per_folder=True, stem_of=lambda p: p.parts[-4],  # <name>/contents/images/<size>.jpg
     ),
 )
 
@@ -168,7 +168,7 @@ def photo_rule(img: Image.Image) -> str | None:
     if min(w, h) < MIN_SIDE:
         return f"shorter side {min(w, h)} px < {MIN_SIDE}"
     scale = 128 / max(w, h)
-    thumb = load_rgb_image(img).resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.NEAREST)
+    thumb = rgb_of(img).resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.NEAREST)
     rgb = np.asarray(thumb, dtype=np.uint8).reshape(-1, 3)
     grey = np.asarray(thumb.convert("L"), dtype=np.uint8).ravel()
     levels = len(np.unique(grey))
@@ -181,20 +181,9 @@ def photo_rule(img: Image.Image) -> str | None:
     return None
 
 
-def load_rgb_image(img: Image.Image) -> Image.Image:
-    """An opened image as 8-bit RGB (alpha on white, 16-bit scaled to 8)."""
-    if img.mode in ("I;16", "I;16B", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        img = Image.fromarray((arr / max(arr.max(), 1.0) * 255).round().astype(np.uint8))
-    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
-        img = img.convert("RGBA")
-        img = Image.alpha_composite(Image.new("RGBA", img.size, (255, 255, 255, 255)), img)
-    return img.convert("RGB")
-
-
 def signature(img: Image.Image) -> np.ndarray:
     """The content signature: a 32 x 32 grey thumbnail of the whole image, zero mean, unit norm."""
-    grey = np.asarray(load_rgb_image(img).convert("L").resize((32, 32), Image.BILINEAR, reducing_gap=2.0), dtype=np.float64)
+    grey = np.asarray(rgb_of(img).convert("L").resize((32, 32), Image.BILINEAR, reducing_gap=2.0), dtype=np.float64)
     grey = grey - grey.mean()
     return grey / max(np.linalg.norm(grey), 1e-9)
 
@@ -211,12 +200,12 @@ class HeldOut:
     def of(cls, name: str, img: Image.Image) -> "HeldOut":
         return cls(name, (signature(img), signature(img.transpose(Image.FLIP_LEFT_RIGHT))), img.size[0] / img.size[1])
 
-    def matches(self, img: Image.Image) -> float | None:
-        """The correlation when ``img`` is this photograph (any size, format, name), else ``None``."""
-        if abs(img.size[0] / img.size[1] - self.aspect) > MAX_ASPECT_DIFFERENCE * self.aspect:
+    def matches(self, size: tuple[int, int], sig: np.ndarray) -> float | None:
+        """The correlation when an image of ``size`` with signature ``sig`` is this photograph (any size,
+        format, name), else ``None``."""
+        if abs(size[0] / size[1] - self.aspect) > MAX_ASPECT_DIFFERENCE * self.aspect:
             return None
-        s = signature(img)
-        corr = max(float((s * ref).sum()) for ref in self.signatures)
+        corr = max(float((sig * ref).sum()) for ref in self.signatures)
         return corr if corr > HELDOUT_CORRELATION else None
 
 
@@ -228,7 +217,7 @@ def heldout_references(files: Iterable[str | Path] | None = None) -> list[HeldOu
     refs = []
     for f in files:
         with Image.open(f) as img:
-            refs.append(HeldOut.of(Path(f).stem, load_rgb_image(img)))
+            refs.append(HeldOut.of(Path(f).stem, rgb_of(img)))
     return refs
 
 
@@ -250,18 +239,19 @@ def select(sources: Sequence[Source], heldout: Sequence[HeldOut], licences: str 
             if licences == "permissive" and src.licence_class != "permissive":
                 decisions.append(Decision(path, src, False, f"licence class {src.licence_class} (pass --licences all)"))
                 continue
-            if path.stem in src.exclude:
-                decisions.append(Decision(path, src, False, f"excluded: {src.exclude[path.stem]}"))
+            if src.stem_of(path) in src.exclude:
+                decisions.append(Decision(path, src, False, f"excluded: {src.exclude[src.stem_of(path)]}"))
                 continue
             try:
                 with Image.open(path) as img:
                     img.load()
-                    reason = photo_rule(img)
-                    if reason is None:
-                        rgb = load_rgb_image(img)
-                        hits = [(h.name, c) for h in heldout if (c := h.matches(rgb)) is not None]
-                        if hits:
-                            reason = f"held-out photograph {hits[0][0]} (correlation {hits[0][1]:.3f})"
+                    rgb = rgb_of(img)
+                reason = photo_rule(rgb)
+                if reason is None:
+                    sig = signature(rgb)
+                    hits = [(h.name, c) for h in heldout if (c := h.matches(rgb.size, sig)) is not None]
+                    if hits:
+                        reason = f"held-out photograph {hits[0][0]} (correlation {hits[0][1]:.3f})"
             except OSError as err:
                 reason = f"unreadable: {err}"
             decisions.append(Decision(path, src, reason is None, reason or ""))
@@ -295,13 +285,13 @@ def build(out_dir: str | Path, *, licences: str = "permissive", max_side: int = 
         if not d.kept:
             log(f"  - {d.source.name}/{d.path.name}: {d.reason}")
             continue
-        with Image.open(d.path) as img:
-            rgb = load_rgb_image(img)
-            w, h = img.size
+        with Image.open(d.path) as img:  # read again: decisions keep no pixels (the GPL build is ~250 MB of them)
+            img.load()
+            rgb = rgb_of(img)
+        w, h = rgb.size
         if max(w, h) > max_side:
             rgb = rgb.resize((round(w * max_side / max(w, h)), round(h * max_side / max(w, h))), Image.LANCZOS)
-        stem = d.path.stem if d.source.name != "plasma-workspace-wallpapers" else d.path.parts[-4]
-        name = f"{d.source.name}__{stem}.png"
+        name = f"{d.source.name}__{d.source.stem_of(d.path)}.png"
         tmp = images / (name + ".tmp")
         rgb.save(tmp, format="PNG")
         tmp.replace(images / name)

@@ -79,14 +79,24 @@ def _find(folder: Path, stem: str) -> Path:
     raise FileNotFoundError(f"no image named {stem!r} ({'|'.join(IMAGE_SUFFIXES)}) in {folder}")
 
 
-def load_rgb(path: str | Path) -> Image.Image:
-    """An image file as 8-bit RGB (gray replicated, alpha composited on white)."""
-    img = Image.open(path)
+def rgb_of(img: Image.Image) -> Image.Image:
+    """An opened image as 8-bit RGB: gray replicated, alpha composited on white, 16-bit scaled to 8 bits
+    (an RGB image is returned as it is)."""
+    if img.mode == "RGB":
+        return img
+    if img.mode.startswith("I;16"):
+        img = Image.fromarray((np.asarray(img, dtype=np.float64) / 257.0).round().astype(np.uint8))
     if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
         img = img.convert("RGBA")
-        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(background, img)
+        img = Image.alpha_composite(Image.new("RGBA", img.size, (255, 255, 255, 255)), img)
     return img.convert("RGB")
+
+
+def load_rgb(path: str | Path) -> Image.Image:
+    """An image file as 8-bit RGB (:func:`rgb_of`)."""
+    with Image.open(path) as img:
+        img.load()
+        return rgb_of(img) if img.mode != "RGB" else img.copy()
 
 
 def to_tensor(img: Image.Image) -> torch.Tensor:

@@ -97,8 +97,20 @@ def sample(
     return save_grid(images, out)
 
 
-def _plain(config: dict) -> dict:
-    return {k: list(v) if isinstance(v, (tuple, list)) else v for k, v in config.items()}
+OBJECTIVE = "eps-prediction, MSE, uniform t, linear betas 1e-4..0.02, T=1000"
+
+
+def _tuples(config: dict) -> dict:
+    """A network config with its sequences as tuples (configs, metadata and checkpoints hold lists)."""
+    return {k: tuple(v) if isinstance(v, (tuple, list)) else v for k, v in config.items()}
+
+
+def _training_record(hp, network: UNet, global_step: int, dataset: str, **extra) -> dict:
+    """The ``training`` metadata of an exported checkpoint, from the module's hyper-parameters."""
+    return {"global_step": int(global_step), "ema_decay": hp.get("ema_decay"), "lr": hp.get("lr"),
+            "parameters": count_parameters(network), "dataset": dataset,
+            "init_weights": Path(hp["init_weights"]).name if hp.get("init_weights") else "random",
+            "objective": OBJECTIVE, **extra}
 
 
 class DDPMModule(L.LightningModule):
@@ -153,7 +165,7 @@ class DDPMModule(L.LightningModule):
         self.hparams["network_config"] = dict(network.config)
         if init_weights is not None:
             start = load_network(init_weights)
-            if _plain(start.config) != _plain(network.config):
+            if _tuples(start.config) != _tuples(network.config):
                 raise ValueError(f"init_weights={init_weights} holds a UNet {dict(start.config)}, "
                                  f"not the configured {dict(network.config)}: set model.network to match it")
             network.load_state_dict(start.state_dict(), strict=True)
@@ -229,15 +241,7 @@ class DDPMModule(L.LightningModule):
     def export(self, out_dir: str | Path) -> Path:
         """Write ``<out_dir>/<export_name>`` (EMA weights + metadata) and ``<out_dir>/samples.png``."""
         out_dir = Path(out_dir)
-        training = {
-            "global_step": int(self.global_step),
-            "ema_decay": self.hparams.ema_decay,
-            "lr": self.hparams.lr,
-            "parameters": count_parameters(self.ema),
-            "dataset": self._dataset_description(),
-            "init_weights": Path(self.hparams.init_weights).name if self.hparams.init_weights else "random",
-            "objective": "eps-prediction, MSE, uniform t, linear betas 1e-4..0.02, T=1000",
-        }
+        training = _training_record(self.hparams, self.ema, self.global_step, self._dataset_description())
         path = save_network(self.ema, out_dir / self.hparams.export_name, training)
         if self.hparams.num_samples > 0:
             prior = EmbeddedPrior.from_network(copy.deepcopy(self.ema).float()).to(self.device)
@@ -255,16 +259,11 @@ def export_checkpoint(ckpt: str | Path, out: str | Path) -> Path:
     hp = state.get("hyper_parameters", {})
     if "network_config" not in hp or not any(k.startswith("ema.") for k in state.get("state_dict", {})):
         raise ValueError(f"{ckpt} is not a checkpoint of lightning-redd-train (no network_config or EMA weights)")
-    cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in hp["network_config"].items()}
-    network = UNet(**cfg)
+    network = UNet(**_tuples(hp["network_config"]))
     network.load_state_dict({k[len("ema."):]: v for k, v in state["state_dict"].items() if k.startswith("ema.")}, strict=True)
     data = state.get("datamodule_hyper_parameters", {})
-    training = {"global_step": int(state.get("global_step", -1)), "ema_decay": hp.get("ema_decay"), "lr": hp.get("lr"),
-                "parameters": count_parameters(network), "exported_from": Path(ckpt).name,
-                "init_weights": Path(hp["init_weights"]).name if hp.get("init_weights") else "random",
-                "dataset": hp.get("dataset_description") or (f"folder {data['folder']}" if data.get("folder")
-                                                             else "scikit-image sample photos"),
-                "objective": "eps-prediction, MSE, uniform t, linear betas 1e-4..0.02, T=1000"}
+    dataset = hp.get("dataset_description") or (f"folder {data['folder']}" if data.get("folder") else "scikit-image sample photos")
+    training = _training_record(hp, network, state.get("global_step", -1), dataset, exported_from=Path(ckpt).name)
     return save_network(network, out, training)
 
 
