@@ -127,8 +127,10 @@ class EmbeddedPrior(DiffusionPrior):
         cpu_bf16: bfloat16 autocast around the network on the CPU when no other autocast is
             active (e.g. under ``trainer.precision: 32-true``): ``"off"`` (default: float32,
             bit-identical to before the switch), ``"on"``, ``"auto"`` (on only where the CPU has
-            AMX bf16 tiles: there a forward takes 0.47x the float32 time and the demo's mean PSNR
-            moves by less than 0.05 dB; elsewhere bf16 is slower and ``"auto"`` stays float32).
+            bf16 matrix instructions, AMX or AVX512-BF16: there a forward takes 0.47x (AMX) to
+            0.62x (AVX512-BF16) the float32 time and the demo's mean PSNR moves by less than
+            0.05 dB; elsewhere bf16 is slower and ``"auto"`` stays float32; the demo config
+            sets ``"auto"``).
             ``cpu_bf16_active`` says what this machine got. See docs/PERFORMANCE.md.
         channels_last, attention, compile, sync_checks: speed switches, none of which changes a
             state-dict key (:mod:`lightning_redd.priors.speed`): channels-last memory format

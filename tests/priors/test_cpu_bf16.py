@@ -1,5 +1,5 @@
 """EmbeddedPrior's ``cpu_bf16`` switch: off by default (float32, bit-identical), "on" runs the
-network's convolutions in bfloat16 within a bound, "auto" follows the CPU's AMX probe, and an
+network's convolutions in bfloat16 within a bound, "auto" follows the CPU's bf16 probes (AMX, AVX512-BF16), and an
 autocast already active (the Trainer's precision) is never overridden."""
 from __future__ import annotations
 
@@ -58,20 +58,30 @@ def test_on_runs_bf16_within_bound():
     assert 0 < err < 0.05 * a.abs().max(), err  # bf16 rounding: different, but close
 
 
-@pytest.mark.parametrize("amx", [True, False])
-def test_auto_follows_the_amx_probe(monkeypatch, amx):
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
-    assert speed.cpu_bf16_is_fast() is amx
+PROBES = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+
+
+@pytest.mark.parametrize("amx, avx512_bf16", [(True, False), (False, True), (True, True), (False, False)])
+def test_auto_follows_the_bf16_probes(monkeypatch, amx, avx512_bf16):
+    """``auto`` is bf16 where the CPU has AMX tiles or AVX512-BF16 (both measured faster), else float32."""
+    monkeypatch.setattr(torch.cpu, PROBES[0], lambda: amx)
+    monkeypatch.setattr(torch.cpu, PROBES[1], lambda: avx512_bf16)
+    fast = amx or avx512_bf16
+    assert speed.cpu_bf16_is_fast() is fast
     p = prior(cpu_bf16="auto")
-    assert p.cpu_bf16_active is amx
-    assert conv_dtypes(p, X, T) == ({torch.bfloat16} if amx else {torch.float32})
+    assert p.cpu_bf16_active is fast
+    assert conv_dtypes(p, X, T) == ({torch.bfloat16} if fast else {torch.float32})
 
 
 def test_probe_missing_or_failing_means_float32(monkeypatch):
-    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
+    for name in PROBES:
+        monkeypatch.delattr(torch.cpu, name, raising=False)
     assert speed.cpu_bf16_is_fast() is False
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: 1 / 0, raising=False)
+    monkeypatch.setattr(torch.cpu, PROBES[0], lambda: 1 / 0, raising=False)
+    monkeypatch.setattr(torch.cpu, PROBES[1], lambda: 1 / 0, raising=False)
     assert speed.cpu_bf16_is_fast() is False
+    monkeypatch.setattr(torch.cpu, PROBES[1], lambda: True, raising=False)  # one failing probe does not hide the other
+    assert speed.cpu_bf16_is_fast() is True
 
 
 def test_an_active_autocast_is_kept():
