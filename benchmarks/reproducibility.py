@@ -10,7 +10,11 @@ largest PSNR difference; and each run's mean PSNR of the restored images and of 
 inputs (the README's quickstart figures, 24.48 and 18.16 dB at 200 iterates, from the first
 run). Also times each run (images per second, whole command).
 
-    python benchmarks/reproducibility.py --out /tmp/repro [--steps 200]
+    python benchmarks/reproducibility.py --out /tmp/repro [--steps 200] [--cpu-bf16 off|auto|on] [--runs 0 1]
+
+``--cpu-bf16`` (default ``off``: float32 on every CPU, the README's float32 figures) sets the
+embedded prior's switch; ``on`` measures how far bf16 results move with the batch layout.
+``--runs`` picks runs by number (default all; run 0 is the reference and always runs).
 """
 from __future__ import annotations
 
@@ -46,13 +50,14 @@ DUMP = (
 )
 
 
-def run(out: Path, subcommand: str, extra: list[str], steps: int) -> float:
+def run(out: Path, subcommand: str, extra: list[str], steps: int, cpu_bf16: str = "off") -> float:
     # a script file, not `python -c`: Lightning's DDP launcher starts rank 1 by re-running sys.argv
     script = out.parent / "dump_run.py"
     script.parent.mkdir(parents=True, exist_ok=True)
     script.write_text(DUMP)
     argv = [sys.executable, str(script), subcommand, "--config", "configs/demo.yaml", "--trainer.default_root_dir", str(out),
-            "--trainer.enable_progress_bar", "false", "--model.solver.init_args.num_steps", str(steps), *extra]
+            "--trainer.enable_progress_bar", "false", "--model.solver.init_args.num_steps", str(steps),
+            "--model.prior.init_args.cpu_bf16", cpu_bf16, *extra]
     start = time.perf_counter()
     subprocess.run(argv, cwd=ROOT, check=True, capture_output=True)
     return time.perf_counter() - start
@@ -82,15 +87,22 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--cpu-bf16", choices=("off", "auto", "on"), default="off")
+    ap.add_argument("--runs", type=int, nargs="+", default=list(range(len(RUNS))), help="run numbers (0: the reference)")
     args = ap.parse_args()
+    chosen = {0, *args.runs}
+    runs = {label: spec for i, (label, spec) in enumerate(RUNS.items()) if i in chosen}
     results = {}
     for i, (label, (sub, extra)) in enumerate(RUNS.items()):
-        seconds = run(args.out / f"run{i}", sub, extra, args.steps)
+        if label not in runs:
+            continue
+        seconds = run(args.out / f"run{i}", sub, extra, args.steps, args.cpu_bf16)
         results[label] = {"seconds": seconds, "images_per_second": len(NAMES) / seconds}
         print(f"{label}: {seconds:.1f} s", flush=True)
     ref = args.out / "run0"
     for i, label in enumerate(RUNS):
-        results[label].update(compare(ref, args.out / f"run{i}"))
+        if label in runs:
+            results[label].update(compare(ref, args.out / f"run{i}"))
     print(f"\n{'run':32s} {'s':>7s} {'img/s':>6s} {'max|dx|':>9s} {'px':>3s} {'%px':>7s} {'dPSNR':>7s} {'PSNR':>8s} {'input':>8s}")
     for label, r in results.items():
         print(f"{label:32s} {r['seconds']:7.1f} {r['images_per_second']:6.3f} {r['max_abs_float']:9.2e} "

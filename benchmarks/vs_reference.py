@@ -23,8 +23,8 @@ Contestants (``--contestants``):
 * ``ours``: ``lightning_redd.solvers.red_diff.RedDiff`` (CPU defaults) on the batch of six;
 * ``ours-fewer``: the same with ``--fewer`` iterates (images/s at the PSNR it reaches);
 * ``ours-bf16``: ``ours`` with ``EmbeddedPrior(cpu_bf16="on")`` (bfloat16 autocast around the
-  network; what ``cpu_bf16: auto`` picks on a CPU with AMX bf16 tiles, e.g. the demo's config);
-* ``predict``: the whole ``lightning-redd predict`` command over a folder of the six images,
+  network; what ``cpu_bf16: auto``, the demo config's setting, picks on a CPU with AMX or AVX512-BF16);
+* ``predict``: the whole ``lightning-redd predict`` command (the demo config as shipped, so ``cpu_bf16: auto``) over a folder of the six images,
   start-up, data checks, metrics and PNG writing included, in a child process (its thread count
   through ``OMP_NUM_THREADS``).
 

@@ -124,10 +124,14 @@ def test_training_config_parses(path):
 
 
 def test_demo_config_instantiates():
-    """The demo builds for real: prior weights found, operator and solver valid."""
+    """The demo builds for real: prior weights found, operator and solver valid; its network runs
+    in bf16 exactly where this CPU has bf16 matrix instructions."""
+    from lightning_redd.priors.speed import cpu_bf16_is_fast
+
     cli = ReddCLI(args=["--config", str(CONFIGS / "demo.yaml")], run=False)
     assert cli.model.num_iterates == 200
     assert cli.model.prior.image_size == cli.datamodule.image_size == 64
+    assert cli.model.prior.cpu_bf16 == "auto" and cli.model.prior.cpu_bf16_active is cpu_bf16_is_fast()
 
 
 # --------------------------------------------------------------------------- fragments

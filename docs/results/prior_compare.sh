@@ -25,7 +25,7 @@ mkdir -p "$OUT"
 
 one() {  # one TASK
   local task=$1 tuned=configs/ablations/tuned/$1/solver new=$OUT/tuned/$1
-  local common=(--config configs/demo.yaml --threads 1 --resume --config "configs/ablations/task/$task.yaml")
+  local common=(--config configs/demo.yaml --set model.prior.init_args.cpu_bf16=off --threads 1 --resume --config "configs/ablations/task/$task.yaml")
   case ${STAGE:-table} in
   tune)
     $C table --out "$OUT/tune/$task" "${common[@]}" --set data.root=outputs/heldout/tuning --set data.batch_size=4 \
