@@ -90,19 +90,15 @@ def main() -> None:
     ap.add_argument("--cpu-bf16", choices=("off", "auto", "on"), default="off")
     ap.add_argument("--runs", type=int, nargs="+", default=list(range(len(RUNS))), help="run numbers (0: the reference)")
     args = ap.parse_args()
-    chosen = {0, *args.runs}
-    runs = {label: spec for i, (label, spec) in enumerate(RUNS.items()) if i in chosen}
+    chosen = [(i, label, spec) for i, (label, spec) in enumerate(RUNS.items()) if i in {0, *args.runs}]
     results = {}
-    for i, (label, (sub, extra)) in enumerate(RUNS.items()):
-        if label not in runs:
-            continue
+    for i, label, (sub, extra) in chosen:
         seconds = run(args.out / f"run{i}", sub, extra, args.steps, args.cpu_bf16)
         results[label] = {"seconds": seconds, "images_per_second": len(NAMES) / seconds}
         print(f"{label}: {seconds:.1f} s", flush=True)
     ref = args.out / "run0"
-    for i, label in enumerate(RUNS):
-        if label in runs:
-            results[label].update(compare(ref, args.out / f"run{i}"))
+    for i, label, _ in chosen:
+        results[label].update(compare(ref, args.out / f"run{i}"))
     print(f"\n{'run':32s} {'s':>7s} {'img/s':>6s} {'max|dx|':>9s} {'px':>3s} {'%px':>7s} {'dPSNR':>7s} {'PSNR':>8s} {'input':>8s}")
     for label, r in results.items():
         print(f"{label:32s} {r['seconds']:7.1f} {r['images_per_second']:6.3f} {r['max_abs_float']:9.2e} "

@@ -35,6 +35,8 @@ from lightning_redd.priors.networks.attention import set_attention
 
 CpuBf16 = Literal["auto", "on", "off"]
 CPU_BF16_CHOICES = ("auto", "on", "off")
+#: ``torch.cpu`` probes of bf16 matrix instructions (AMX tiles, AVX512-BF16) behind ``cpu_bf16: auto``
+CPU_BF16_PROBES = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
 
 #: keyword arguments of ``nn.Module.compile`` for ``compile=True`` (default: torch's, i.e. inductor).
 COMPILE_OPTIONS: dict = {}
@@ -62,7 +64,7 @@ def cpu_bf16_is_fast() -> bool:
     later Xeons) or AVX512-BF16 (AMD Zen 4 and later, Intel Cooper Lake). Measured there for the
     embedded prior's forward: 0.47x float32 on an AMX Xeon, 0.62x on an AMD EPYC with
     AVX512-BF16; without bf16 instructions 2.7x to 76x (docs/PERFORMANCE.md)."""
-    for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
+    for name in CPU_BF16_PROBES:
         probe = getattr(torch.cpu, name, None)
         try:
             if probe is not None and bool(probe()):

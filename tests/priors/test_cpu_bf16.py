@@ -58,7 +58,7 @@ def test_on_runs_bf16_within_bound():
     assert 0 < err < 0.05 * a.abs().max(), err  # bf16 rounding: different, but close
 
 
-PROBES = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+PROBES = speed.CPU_BF16_PROBES  # (AMX tiles, AVX512-BF16)
 
 
 @pytest.mark.parametrize("amx, avx512_bf16", [(True, False), (False, True), (True, True), (False, False)])
