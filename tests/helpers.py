@@ -68,6 +68,23 @@ class ConvPrior(DiffusionPrior):
 
 
 # --------------------------------------------------------------------------- CLI runs on tiny problems
+class OutOfMemoryAbove(ConvPrior):
+    """:class:`ConvPrior` that fails as a full device does for batches above ``limit``: torch's
+    out-of-memory message of the CUDA allocator, or of the CPU allocator (``cpu=True``)."""
+
+    def __init__(self, limit: int = 4, cpu: bool = False) -> None:
+        super().__init__()
+        self.limit, self.cpu = int(limit), bool(cpu)
+        self.batches: list[int] = []  # every batch size it was called with
+
+    def predict_eps(self, x_t, t):
+        self.batches.append(x_t.shape[0])
+        if x_t.shape[0] > self.limit:
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 GiB (test double)" if self.cpu
+                               else "CUDA out of memory. Tried to allocate 1.00 GiB (test double)")
+        return super().predict_eps(x_t, t)
+
+
 def make_images(folder, n: int = 3, size: int = 20, seed: int = 0):
     """``n`` random RGB PNGs ``img{i}.png`` of ``size x (size + 4)`` in ``folder`` (created)."""
     import numpy as np

@@ -342,6 +342,7 @@ Restore images with RED-diff (or a baseline) and a diffusion prior.
   evaluate  score any two folders (restored vs reference) matched by file stem
   compare   several solvers on the same images, masks and noise: one table and one figure
   list      tasks, solvers and priors with the config fragment of each; every bundled config
+  batch-size  the largest batch of a run's config that fits its device (Lightning's batch-size search)
 
   lightning-redd predict --config demo                  # the bundled demo, from any folder
   lightning-redd predict --config demo --config task/sr_block --config solver/ddrm
@@ -353,6 +354,7 @@ COMMANDS = {
     "list": "lightning_redd.lit.commands:list_main",
     "evaluate": "lightning_redd.lit.commands:evaluate_main",
     "compare": "lightning_redd.experiments.cli:main",
+    "batch-size": "lightning_redd.lit.batch_size:main",
 }
 
 
