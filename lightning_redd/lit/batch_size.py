@@ -98,12 +98,17 @@ def main(argv: list[str]) -> int:
                        "--model.solver.init_args.num_steps", str(args.steps)], run=False)
         write_images(images, args.max + 1, app.datamodule.image_size)
         trials = record_trials(app.model, app.datamodule)
-        logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # one line per trial is Lightning's INFO
-        with warnings.catch_warnings():  # the trials' fit is not the user's: no advice about its logging or optimizer
-            warnings.filterwarnings("ignore", module="lightning")
-            Tuner(app.trainer).scale_batch_size(
-                app.model, datamodule=app.datamodule, method="fit", mode="binsearch", steps_per_trial=args.steps,
-                init_val=first, max_val=args.max + 1, margin=0.0)
+        lightning_log = logging.getLogger("lightning.pytorch")
+        level = lightning_log.level
+        lightning_log.setLevel(logging.WARNING)  # one line per trial is Lightning's INFO
+        try:
+            with warnings.catch_warnings():  # the trials' fit is not the user's: no advice about its logging or optimizer
+                warnings.filterwarnings("ignore", module="lightning")
+                Tuner(app.trainer).scale_batch_size(
+                    app.model, datamodule=app.datamodule, method="fit", mode="binsearch", steps_per_trial=args.steps,
+                    init_val=first, max_val=args.max + 1, margin=0.0)
+        finally:
+            lightning_log.setLevel(level)
     device = f"{app.trainer.strategy.root_device}, precision {app.trainer.precision}"
     tried = ", ".join(f"{b} {'ran' if ok else 'out of memory'}" for b, ok in trials.items())
     ran = max((b for b, ok in trials.items() if ok), default=0)

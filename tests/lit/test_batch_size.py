@@ -2,9 +2,13 @@
 device's memory limit injected by a prior double that fails like a full allocator."""
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from lightning_redd.lit.cli import main
+
+pytestmark = pytest.mark.slow  # command-line runs of a few seconds each
 
 #: a tiny run: the ConvPrior double, random-pixel inpainting, 16 px images
 RUN = ["--seed_everything", "0", "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.logger", "false",
@@ -20,13 +24,13 @@ def search(capsys, *extra: str) -> tuple[int, str, str]:
     return exit_.value.code, out, err
 
 
-@pytest.mark.parametrize("cpu", [False, True])
-@pytest.mark.parametrize("limit", [1, 5, 12])
+@pytest.mark.parametrize("limit, cpu", [(1, False), (5, True), (12, False)])
 def test_finds_the_largest_batch_that_fits(capsys, tmp_path, monkeypatch, limit, cpu):
     """Batches above ``limit`` fail with the CUDA (or CPU) allocator's out-of-memory error: the
     search names ``limit`` as the largest that ran, and suggests 5 % less (at least 1); nothing
     is written in the working folder."""
     monkeypatch.chdir(tmp_path)
+    level = logging.getLogger("lightning.pytorch").level
     status, out, _ = search(capsys, "--model.prior", "helpers.OutOfMemoryAbove", "--model.prior.init_args.limit", str(limit),
                             "--model.prior.init_args.cpu", str(cpu).lower(), "--max", "16")
     assert status == 0
@@ -34,6 +38,7 @@ def test_finds_the_largest_batch_that_fits(capsys, tmp_path, monkeypatch, limit,
     use = max(1, int(limit * 0.95))
     assert f"use: --data.batch_size {use}" + ("\n" if use == limit else f"  (5% under {limit}, for headroom)\n") in out
     assert list(tmp_path.iterdir()) == []
+    assert logging.getLogger("lightning.pytorch").level == level  # the command leaves the process's logging as it was
 
 
 def test_the_cap_is_the_answer_when_nothing_runs_out(capsys, tmp_path, monkeypatch):
