@@ -9,6 +9,10 @@
 #             per task written to $OUT/tuned/<task>/red_diff.yaml
 #   test_new  those fragments on the test split with NEW, the classical solver's tuned row alongside
 #   iterates  NEW at 100, 200 and 500 iterates on the test split (the tune stage's fragments)
+#   blend     weight-space blends of the shipped prior and NEW, (1 - w) v1 + w NEW for w in WEIGHTS (default
+#             0.25 0.5 0.75 1), written to $OUT/blend/w<w>.safetensors, each with RED-diff's tuned fragment on
+#             the tuning split next to the shipped prior: choose w there, then run the table stage on the test
+#             split with NEW=$OUT/blend/w<w>.safetensors
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 C=${C:-"python -m lightning_redd.experiments"}
@@ -47,10 +51,24 @@ one() {  # one TASK
       --solver red_diff_new="$tuned/red_diff.yaml" --set "red_diff_new:$P=$NEW" \
       --solver classical="$tuned/classical.yaml" \
       --title "Test split: $task, RED-diff with the shipped prior and NEW" ;;
-  *) echo "unknown STAGE=$STAGE (table, tune, test_new, iterates)" >&2; return 2 ;;
+  blend)
+    local blends=()
+    for w in ${WEIGHTS:-0.25 0.5 0.75 1}; do
+      blends+=(--solver "w${w//./}=$tuned/red_diff.yaml" --set "w${w//./}:$P=$OUT/blend/w$w.safetensors")
+    done
+    $C table --out "$OUT/blend/$task" "${common[@]}" --set data.root=outputs/heldout/tuning --set data.batch_size=4 \
+      --isolate none --solver red_diff="$tuned/red_diff.yaml" "${blends[@]}" \
+      --title "Tuning split: $task, RED-diff with the shipped prior and blends (1 - w) shipped + w NEW" ;;
+  *) echo "unknown STAGE=$STAGE (table, tune, test_new, iterates, blend)" >&2; return 2 ;;
   esac
 }
 
+if [[ ${STAGE:-table} == blend ]]; then
+  for w in ${WEIGHTS:-0.25 0.5 0.75 1}; do
+    python -m lightning_redd.lit.train_prior blend lightning_redd/priors/weights/embedded64.safetensors "$NEW" \
+      --weight "$w" --out "$OUT/blend/w$w.safetensors" >/dev/null
+  done
+fi
 running=0
 for task in $TASKS; do
   one "$task" > "$OUT/$task.${STAGE:-table}.log" 2>&1 &

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 C=${C:-"python -m lightning_redd.experiments"}
 OUT=${OUT:-outputs/results}
-TASKS="inpainting_strokes inpainting_box sr_block4 deblur_gaussian hdr"
+TASKS=${TASKS:-"inpainting_strokes inpainting_box sr_block4 deblur_gaussian hdr"}  # TASKS=... runs a subset (e.g. two shells, disjoint tasks)
 S=model.solver.init_args
 # float32 on every CPU (the demo config runs bf16 on CPUs with bf16 instructions): the tables were measured in float32
 COMMON=(--config configs/demo.yaml --set model.prior.init_args.cpu_bf16=off --threads 1 --resume)

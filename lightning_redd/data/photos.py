@@ -170,6 +170,9 @@ class PhotoPatches(L.LightningDataModule):
         max_upscale: the smallest crop side is ``image_size / max_upscale`` pixels (>= 1).
         gray_weight: sampling weight of a grayscale photo relative to a colour one.
         folder: train on the images of this folder instead of scikit-image's photos.
+        replay: with ``folder``, the share of patches drawn from scikit-image's training photos
+            (``TRAIN_PHOTOS``, the first shipped prior's set) instead of the folder's: fine-tuning
+            that prior on a new folder keeps seeing what it was trained on (0: the folder alone).
         val_names: file stems held out for validation; default: ``HELDOUT_PHOTOS`` for the
             scikit-image photos, the last 10% (sorted by name, at least 1) of a folder.
         val_samples: number of fixed validation patches.
@@ -186,6 +189,7 @@ class PhotoPatches(L.LightningDataModule):
         max_upscale: float = 1.25,
         gray_weight: float = 0.5,
         folder: str | None = None,
+        replay: float = 0.0,
         val_names: list[str] | None = None,
         val_samples: int = 256,
         seed: int = 0,
@@ -195,6 +199,8 @@ class PhotoPatches(L.LightningDataModule):
             raise ValueError("need image_size >= 8, batch_size >= 1, num_workers >= 0, samples_per_epoch >= 1, val_samples >= 1")
         if max_upscale < 1.0 or gray_weight < 0.0:
             raise ValueError(f"need max_upscale >= 1 and gray_weight >= 0, got {max_upscale}, {gray_weight}")
+        if not 0.0 <= replay < 1.0 or (replay > 0.0 and folder is None):
+            raise ValueError(f"replay={replay}: need 0 <= replay < 1, and a folder to mix scikit-image's photos into")
         self.save_hyperparameters()
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
@@ -216,26 +222,43 @@ class PhotoPatches(L.LightningDataModule):
             held = files[-max(1, round(0.1 * len(files))):]
         return [p for p in files if p not in held], held
 
+    def replay_names(self) -> list[Path]:
+        """scikit-image's training photos mixed in by ``replay`` (none when it is 0)."""
+        if not self.hparams.replay:
+            return []
+        root = skimage_data_dir()
+        return [_find(root, n) for n in TRAIN_PHOTOS]
+
     def describe(self) -> str:
         """One line naming the training photos (goes into the exported checkpoint's metadata)."""
         train, held = self.photo_names()
         source = "scikit-image sample photos" if self.hparams.folder is None else f"folder {self.hparams.folder}"
+        if self.hparams.replay:
+            source += f" + {self.hparams.replay:g} of patches from scikit-image {[p.stem for p in self.replay_names()]}"
         return (f"{source}: train {[p.stem for p in train]}, held out {[p.stem for p in held]}; "
                 f"random-scale {self.hparams.image_size}px crops, hflip, [-1, 1]")
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        train, held = self.photo_names()
-        images = [load_rgb(p) for p in train]
-        photos = [to_tensor(img) for img in images]
-        gray = [bool((t[0] == t[1]).all() and (t[1] == t[2]).all()) for t in photos]
-        weights = [self.hparams.gray_weight if g else 1.0 for g in gray]
         hp = self.hparams
+        train, held = self.photo_names()
+        photos, weights = self._weighted(train)
+        if hp.replay:
+            more, more_weights = self._weighted(self.replay_names())
+            photos += more
+            weights = ([w * (1.0 - hp.replay) / sum(weights) for w in weights]
+                       + [w * hp.replay / sum(more_weights) for w in more_weights])
         self.train_set = RandomPatches(photos, weights, size=hp.image_size, max_upscale=hp.max_upscale, length=hp.samples_per_epoch)
         val = fixed_patches([to_tensor(load_rgb(p)) for p in held], size=hp.image_size, max_upscale=hp.max_upscale,
                             count=hp.val_samples, seed=hp.seed)
         self.val_set = TensorDataset(val)
+
+    def _weighted(self, files: Sequence[Path]) -> tuple[list[torch.Tensor], list[float]]:
+        """The photos of ``files`` as tensors, and their sampling weights (``gray_weight`` for a gray one)."""
+        photos = [to_tensor(load_rgb(p)) for p in files]
+        gray = [bool((t[0] == t[1]).all() and (t[1] == t[2]).all()) for t in photos]
+        return photos, [self.hparams.gray_weight if g else 1.0 for g in gray]
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         workers = self.hparams.num_workers

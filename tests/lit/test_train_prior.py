@@ -9,7 +9,7 @@ from lightning_redd.priors.base import DiffusionPrior
 from lightning_redd.priors.embedded import EmbeddedPrior, read_metadata, save_network
 from lightning_redd.priors.gaussian import GaussianPrior
 from lightning_redd.priors.networks.unet import UNet
-from lightning_redd.lit.train_prior import DDPMModule, ddim_sample, export_checkpoint, sample, save_grid
+from lightning_redd.lit.train_prior import DDPMModule, blend, ddim_sample, export_checkpoint, main, sample, save_grid
 
 TINY = dict(image_size=16, in_channels=3, base_channels=8, channel_mult=(1, 2), num_res_blocks=1,
             attention_resolutions=(8,), num_groups=4)
@@ -139,6 +139,36 @@ def test_folder_mode(tmp_path):
         photos.PhotoPatches(folder=str(tmp_path / "missing")).photo_names()
 
 
+def test_replay_mixes_the_first_priors_photos_into_a_folder(tmp_path):
+    photos = pytest.importorskip("lightning_redd.data.photos")
+    pytest.importorskip("skimage")
+    from PIL import Image
+
+    Image.new("L", (40, 30), color=90).save(tmp_path / "a_gray.png")
+    Image.new("RGB", (40, 30), color=(200, 10, 10)).save(tmp_path / "b_colour.png")
+    Image.new("RGB", (40, 30), color=(10, 200, 10)).save(tmp_path / "c_val.png")
+    kw = dict(image_size=16, batch_size=2, num_workers=0, folder=str(tmp_path), val_samples=2, gray_weight=0.5)
+    alone = photos.PhotoPatches(**kw)
+    alone.setup()
+    assert alone.replay_names() == [] and alone.train_set.weights.tolist() == [0.5, 1.0]
+    mixed = photos.PhotoPatches(replay=0.25, **kw)
+    mixed.setup()
+    assert [p.stem for p in mixed.replay_names()] == list(photos.TRAIN_PHOTOS)
+    w = mixed.train_set.weights
+    assert len(mixed.train_set.levels) == 2 + len(photos.TRAIN_PHOTOS)
+    assert w[:2].tolist() == pytest.approx([0.75 / 3, 1.5 / 3])  # the folder keeps its gray/colour ratio, 3/4 of the draws
+    assert float(w[2:].sum()) == pytest.approx(0.25)
+    n_gray = len(photos.TRAIN_GRAY)
+    colour, gray = w[2:2 + len(photos.TRAIN_COLOR)], w[2 + len(photos.TRAIN_COLOR):]
+    assert len(gray) == n_gray and torch.allclose(gray, colour[0] / 2) and torch.allclose(colour, colour[0])
+    assert "+ 0.25 of patches from scikit-image" in mixed.describe() and "c_val" in mixed.describe()
+    draws = torch.multinomial(w, 4000, replacement=True, generator=torch.Generator().manual_seed(0))
+    assert abs(float((draws >= 2).double().mean()) - 0.25) < 0.03  # what RandomPatches draws from
+    for bad in (dict(replay=1.0, folder=str(tmp_path)), dict(replay=-0.1, folder=str(tmp_path)), dict(replay=0.5)):
+        with pytest.raises(ValueError, match="replay"):
+            photos.PhotoPatches(**bad)
+
+
 def test_cli_parses_and_links_image_size(tmp_path):
     pytest.importorskip("skimage")
     from lightning_redd.lit.train_cli import train_main
@@ -183,3 +213,26 @@ def test_export_checkpoint_writes_the_ema_of_a_run(tmp_path):
     with pytest.raises(ValueError, match="not a checkpoint of lightning-redd-train"):
         torch.save({"state_dict": {}}, tmp_path / "other.ckpt")
         export_checkpoint(tmp_path / "other.ckpt", tmp_path / "x.safetensors")
+
+
+def test_blend_interpolates_weight_by_weight(tmp_path):
+    torch.manual_seed(0)
+    a, b = UNet(**TINY), UNet(**TINY)
+    save_network(a, tmp_path / "a.safetensors", {"step": 1})
+    save_network(b, tmp_path / "b.safetensors", {"step": 2})
+    for w in (0.0, 0.3, 1.0):
+        out = tmp_path / f"mix{w}.safetensors"
+        main(["blend", str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors"), "--weight", str(w), "--out", str(out)])
+        mixed, sa, sb = load_file(out), a.state_dict(), b.state_dict()
+        assert sorted(mixed) == sorted(sa)
+        for k, v in mixed.items():
+            assert torch.allclose(v, (1 - w) * sa[k] + w * sb[k], atol=1e-6), (w, k)
+        meta = read_metadata(out)["training"]
+        assert meta["blend"]["weight"] == w and meta["start"] == {"step": 1} and meta["tuned"] == {"step": 2}
+    other = UNet(**{**TINY, "base_channels": 4})
+    save_network(other, tmp_path / "other.safetensors")
+    with pytest.raises(ValueError, match="different networks"):
+        blend(tmp_path / "a.safetensors", tmp_path / "other.safetensors", 0.5, tmp_path / "x.safetensors")
+    with pytest.raises(ValueError, match="weight=1.5"):
+        blend(tmp_path / "a.safetensors", tmp_path / "b.safetensors", 1.5, tmp_path / "x.safetensors")
+    assert not (tmp_path / "x.safetensors").exists()
