@@ -7,8 +7,7 @@ At the end of fit the EMA weights are exported to ``<default_root_dir>/embedded6
 
 ``python -m lightning_redd.lit.train_prior sample --out docs/samples.png`` regenerates the grid
 from a checkpoint (default: the shipped one); ``... export RUN/last.ckpt OUT.safetensors`` writes the
-EMA weights of a training checkpoint (an interrupted run, or one epoch's); ``... blend START TUNED
---weight W --out OUT`` interpolates a network and a fine-tune of it weight by weight.
+EMA weights of a training checkpoint (an interrupted run, or one epoch's); ``... blend`` interpolates two.
 """
 from __future__ import annotations
 
@@ -25,7 +24,7 @@ from torchvision.utils import make_grid
 
 from lightning_redd.priors import schedules
 from lightning_redd.priors.base import DiffusionPrior
-from lightning_redd.priors.embedded import DEFAULT_CHECKPOINT_NAME, EmbeddedPrior, load_network, read_metadata, save_network
+from lightning_redd.priors.embedded import DEFAULT_CHECKPOINT_NAME, EmbeddedPrior, blend, load_network, save_network
 from lightning_redd.priors.networks.unet import UNet, count_parameters
 from lightning_redd.solvers import grids
 
@@ -268,28 +267,6 @@ def export_checkpoint(ckpt: str | Path, out: str | Path) -> Path:
     return save_network(network, out, training)
 
 
-def blend(start: str | Path, tuned: str | Path, weight: float, out: str | Path) -> Path:
-    """Write ``(1 - weight) * start + weight * tuned``, weight by weight, to ``out``.
-
-    Weight-space interpolation between a network and a fine-tune of it (both exported by
-    :meth:`DDPMModule.export` or :func:`export_checkpoint`, one architecture): ``weight`` 0 is
-    ``start``, 1 is ``tuned``; in between, a fine-tune that gained on some tasks and lost on others
-    can keep part of each. Both files' training records go into ``out``'s."""
-    if not 0.0 <= weight <= 1.0:
-        raise ValueError(f"weight={weight}: need 0 <= weight <= 1 (0: {start}, 1: {tuned})")
-    a, b = load_network(start), load_network(tuned)
-    meta_a, meta_b = read_metadata(start), read_metadata(tuned)
-    if meta_a["network"] != meta_b["network"]:
-        raise ValueError(f"{start} and {tuned} hold different networks ({meta_a['network']} vs {meta_b['network']}): "
-                         "only a network and a fine-tune of it can be blended")
-    sb = b.state_dict()
-    a.load_state_dict({k: torch.lerp(v.float(), sb[k].float(), weight) if v.is_floating_point() else v
-                       for k, v in a.state_dict().items()})
-    training = {"blend": {"weight": weight, "start": Path(start).name, "tuned": Path(tuned).name},
-                "start": meta_a["training"], "tuned": meta_b["training"]}
-    return save_network(a, out, training)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m lightning_redd.lit.train_prior")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -305,19 +282,18 @@ def main(argv: list[str] | None = None) -> None:
     exp.add_argument("ckpt")
     exp.add_argument("out")
     mix = sub.add_parser("blend", help="interpolate two exports of one network: (1 - w) * START + w * TUNED")
-    mix.add_argument("start")
-    mix.add_argument("tuned")
+    for name in ("start", "tuned"):
+        mix.add_argument(name)
     mix.add_argument("--weight", type=float, required=True, help="0: START, 1: TUNED")
     mix.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     if args.command == "blend":
         print(blend(args.start, args.tuned, args.weight, args.out))
-        return
-    if args.command == "export":
+    elif args.command == "export":
         print(export_checkpoint(args.ckpt, args.out))
-        return
-    print(sample(args.checkpoint, args.out, num_images=args.num_images, steps=args.steps, eta=args.eta,
-                 seed=args.seed, device=args.device))
+    else:
+        print(sample(args.checkpoint, args.out, num_images=args.num_images, steps=args.steps, eta=args.eta,
+                     seed=args.seed, device=args.device))
 
 
 if __name__ == "__main__":

@@ -115,6 +115,28 @@ def load_network(path: str | Path) -> UNet:
     return network
 
 
+def blend(start: str | Path, tuned: str | Path, weight: float, out: str | Path) -> Path:
+    """Write ``(1 - weight) * start + weight * tuned``, weight by weight, to ``out``.
+
+    Weight-space interpolation between a network and a fine-tune of it (both written by
+    :func:`save_network`, e.g. by ``lightning-redd-train``'s export; one architecture): ``weight`` 0 is
+    ``start``, 1 is ``tuned``; in between, a fine-tune that gained on some tasks and lost on others
+    can keep part of each. Both files' training records go into ``out``'s."""
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"weight={weight}: need 0 <= weight <= 1 (0: {start}, 1: {tuned})")
+    a, b = load_network(start), load_network(tuned)
+    meta_a, meta_b = read_metadata(start), read_metadata(tuned)
+    if meta_a["network"] != meta_b["network"]:
+        raise ValueError(f"{start} and {tuned} hold different networks ({meta_a['network']} vs {meta_b['network']}): "
+                         "only a network and a fine-tune of it can be blended")
+    sb = b.state_dict()
+    a.load_state_dict({k: torch.lerp(v.float(), sb[k].float(), weight) if v.is_floating_point() else v
+                       for k, v in a.state_dict().items()})
+    training = {"blend": {"weight": weight, "start": Path(start).name, "tuned": Path(tuned).name},
+                "start": meta_a["training"], "tuned": meta_b["training"]}
+    return save_network(a, out, training)
+
+
 class EmbeddedPrior(DiffusionPrior):
     """The shipped 64x64 RGB eps-prediction prior (or any checkpoint written by :func:`save_network`).
 

@@ -6,10 +6,10 @@ import torch
 from safetensors.torch import load_file
 
 from lightning_redd.priors.base import DiffusionPrior
-from lightning_redd.priors.embedded import EmbeddedPrior, read_metadata, save_network
+from lightning_redd.priors.embedded import EmbeddedPrior, blend, read_metadata, save_network
 from lightning_redd.priors.gaussian import GaussianPrior
 from lightning_redd.priors.networks.unet import UNet
-from lightning_redd.lit.train_prior import DDPMModule, blend, ddim_sample, export_checkpoint, main, sample, save_grid
+from lightning_redd.lit.train_prior import DDPMModule, ddim_sample, export_checkpoint, main, sample, save_grid
 
 TINY = dict(image_size=16, in_channels=3, base_channels=8, channel_mult=(1, 2), num_res_blocks=1,
             attention_resolutions=(8,), num_groups=4)
