@@ -104,3 +104,22 @@ def test_list_names_every_task_solver_and_prior_with_its_fragment(capsys):
 def test_class_help_by_short_name(capsys):
     status, out, _ = run_main(["predict", "--model.solver.help", "RedDiff"], capsys)
     assert status == 0 and "--model.solver.lam" in out
+
+
+def test_only_the_console_script_freezes_what_it_imported(tmp_path, capsys, monkeypatch):
+    """``main()`` as the console script calls it (no args: sys.argv) moves the objects alive after the
+    imports out of the collector's reach (gc.freeze); in-process callers (tests, other programs) are
+    left as they were, as their garbage awaiting collection would otherwise be kept for good."""
+    import gc
+
+    monkeypatch.chdir(tmp_path)
+    bad = ["predict", "--config", "demo", "--model.solver.init_args.lrr", "3"]  # fails after the freeze point
+    gc.unfreeze()
+    try:
+        assert run_main(bad, capsys)[0] == 2 and gc.get_freeze_count() == 0
+        monkeypatch.setattr("sys.argv", ["lightning-redd", *bad])
+        with pytest.raises(SystemExit) as stop:
+            main()
+        assert stop.value.code == 2 and gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
