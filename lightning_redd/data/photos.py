@@ -247,8 +247,8 @@ class PhotoPatches(L.LightningDataModule):
         if hp.replay:
             more, more_weights = self._weighted(self.replay_names())
             photos += more
-            weights = ([w * (1.0 - hp.replay) / sum(weights) for w in weights]
-                       + [w * hp.replay / sum(more_weights) for w in more_weights])
+            own, other = (1.0 - hp.replay) / sum(weights), hp.replay / sum(more_weights)
+            weights = [w * own for w in weights] + [w * other for w in more_weights]
         self.train_set = RandomPatches(photos, weights, size=hp.image_size, max_upscale=hp.max_upscale, length=hp.samples_per_epoch)
         val = fixed_patches([to_tensor(load_rgb(p)) for p in held], size=hp.image_size, max_upscale=hp.max_upscale,
                             count=hp.val_samples, seed=hp.seed)

@@ -371,18 +371,18 @@ def main(args=None) -> None:
     from lightning_redd.lit.requeue import Requeued
 
     argv = list(sys.argv[1:] if args is None else args)
+    if args is None:
+        # The console script, any command: what is imported by now (torch, Lightning) lives until the
+        # exit, so no collection needs to scan it again, the one at the interpreter's exit included: a
+        # 1-iterate demo run took 5.9 instead of 7.4 s (docs/PERFORMANCE.md). Not in-process callers
+        # (tests), whose garbage awaiting collection would be kept for good.
+        gc.freeze()
     if argv and argv[0] in COMMANDS:
         sys.exit(run_command(argv[0], argv[1:]))
     if not argv or argv[0] in ("-h", "--help"):
         print(OVERVIEW)
         sys.exit(0)
     started = time.perf_counter()
-    if args is None:
-        # The console script: what is imported by now (torch, Lightning) lives until the exit, so no
-        # collection needs to scan it again, the one at the interpreter's exit included: a 1-iterate
-        # demo run took 5.9 instead of 7.4 s (docs/PERFORMANCE.md). Not in-process callers (tests),
-        # whose garbage awaiting collection would be kept for good.
-        gc.freeze()
     try:
         app = cli(None if args is None else argv)
     except Requeued as err:

@@ -124,12 +124,11 @@ def blend(start: str | Path, tuned: str | Path, weight: float, out: str | Path) 
     can keep part of each. Both files' training records go into ``out``'s."""
     if not 0.0 <= weight <= 1.0:
         raise ValueError(f"weight={weight}: need 0 <= weight <= 1 (0: {start}, 1: {tuned})")
-    a, b = load_network(start), load_network(tuned)
     meta_a, meta_b = read_metadata(start), read_metadata(tuned)
     if meta_a["network"] != meta_b["network"]:
         raise ValueError(f"{start} and {tuned} hold different networks ({meta_a['network']} vs {meta_b['network']}): "
                          "only a network and a fine-tune of it can be blended")
-    sb = b.state_dict()
+    a, sb = load_network(start), load_network(tuned).state_dict()
     a.load_state_dict({k: torch.lerp(v.float(), sb[k].float(), weight) if v.is_floating_point() else v
                        for k, v in a.state_dict().items()})
     training = {"blend": {"weight": weight, "start": Path(start).name, "tuned": Path(tuned).name},
