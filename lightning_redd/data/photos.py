@@ -135,20 +135,33 @@ def random_patch(levels: Sequence[torch.Tensor], size: int, max_upscale: float, 
     return (crop / 127.5 - 1.0).clamp(-1.0, 1.0)
 
 
-class RandomPatches(Dataset):
-    """``length`` random patches per epoch; photo ``i`` drawn with probability proportional to ``weights[i]``."""
+def darkened(patch: torch.Tensor, factor: float) -> torch.Tensor:
+    """``patch`` in ``[-1, 1]`` with its intensities in ``[0, 1]`` scaled by ``factor`` (a shorter exposure)."""
+    return (patch + 1.0) * factor - 1.0
 
-    def __init__(self, photos: Sequence[torch.Tensor], weights: Sequence[float], *, size: int, max_upscale: float, length: int) -> None:
+
+class RandomPatches(Dataset):
+    """``length`` random patches per epoch; photo ``i`` drawn with probability proportional to ``weights[i]``.
+
+    ``darken``: the share of patches darkened (:func:`darkened`) by a factor log-uniform in ``[darken_min, 1]``.
+    """
+
+    def __init__(self, photos: Sequence[torch.Tensor], weights: Sequence[float], *, size: int, max_upscale: float, length: int,
+                 darken: float = 0.0, darken_min: float = 0.5) -> None:
         self.levels = [pyramid(p, size) for p in photos]
         self.weights = torch.tensor(list(weights), dtype=torch.float64)
         self.size, self.max_upscale, self.length = size, max_upscale, length
+        self.darken, self.darken_min = darken, darken_min
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, index: int) -> torch.Tensor:
         i = int(torch.multinomial(self.weights, 1))
-        return random_patch(self.levels[i], self.size, self.max_upscale)
+        patch = random_patch(self.levels[i], self.size, self.max_upscale)
+        if self.darken and float(torch.rand(())) < self.darken:
+            patch = darkened(patch, math.exp(math.log(self.darken_min) * float(torch.rand(()))))
+        return patch
 
 
 def fixed_patches(photos: Sequence[torch.Tensor], *, size: int, max_upscale: float, count: int, seed: int) -> torch.Tensor:
@@ -173,6 +186,9 @@ class PhotoPatches(L.LightningDataModule):
         replay: with ``folder``, the share of patches drawn from scikit-image's training photos
             (``TRAIN_PHOTOS``, the first shipped prior's set) instead of the folder's: fine-tuning
             that prior on a new folder keeps seeing what it was trained on (0: the folder alone).
+        darken: the share of training patches darkened as by a shorter exposure: their intensities
+            in ``[0, 1]`` multiplied by a factor log-uniform in ``[darken_min, 1]`` (0: none).
+        darken_min: the smallest such factor, in ``(0, 1]``.
         val_names: file stems held out for validation; default: ``HELDOUT_PHOTOS`` for the
             scikit-image photos, the last 10% (sorted by name, at least 1) of a folder.
         val_samples: number of fixed validation patches.
@@ -190,6 +206,8 @@ class PhotoPatches(L.LightningDataModule):
         gray_weight: float = 0.5,
         folder: str | None = None,
         replay: float = 0.0,
+        darken: float = 0.0,
+        darken_min: float = 0.5,
         val_names: list[str] | None = None,
         val_samples: int = 256,
         seed: int = 0,
@@ -201,6 +219,8 @@ class PhotoPatches(L.LightningDataModule):
             raise ValueError(f"need max_upscale >= 1 and gray_weight >= 0, got {max_upscale}, {gray_weight}")
         if not 0.0 <= replay < 1.0 or (replay > 0.0 and folder is None):
             raise ValueError(f"replay={replay}: need 0 <= replay < 1, and a folder to mix scikit-image's photos into")
+        if not 0.0 <= darken <= 1.0 or not 0.0 < darken_min <= 1.0:
+            raise ValueError(f"darken={darken}, darken_min={darken_min}: need 0 <= darken <= 1 and 0 < darken_min <= 1")
         self.save_hyperparameters()
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
@@ -235,8 +255,9 @@ class PhotoPatches(L.LightningDataModule):
         source = "scikit-image sample photos" if self.hparams.folder is None else f"folder {self.hparams.folder}"
         if self.hparams.replay:
             source += f" + {self.hparams.replay:g} of patches from scikit-image {[p.stem for p in self.replay_names()]}"
+        darken = f", {self.hparams.darken:g} darkened x[{self.hparams.darken_min:g}, 1]" if self.hparams.darken else ""
         return (f"{source}: train {[p.stem for p in train]}, held out {[p.stem for p in held]}; "
-                f"random-scale {self.hparams.image_size}px crops, hflip, [-1, 1]")
+                f"random-scale {self.hparams.image_size}px crops, hflip{darken}, [-1, 1]")
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
@@ -249,7 +270,8 @@ class PhotoPatches(L.LightningDataModule):
             photos += more
             own, other = (1.0 - hp.replay) / sum(weights), hp.replay / sum(more_weights)
             weights = [w * own for w in weights] + [w * other for w in more_weights]
-        self.train_set = RandomPatches(photos, weights, size=hp.image_size, max_upscale=hp.max_upscale, length=hp.samples_per_epoch)
+        self.train_set = RandomPatches(photos, weights, size=hp.image_size, max_upscale=hp.max_upscale, length=hp.samples_per_epoch,
+                                       darken=hp.darken, darken_min=hp.darken_min)
         val = fixed_patches([to_tensor(load_rgb(p)) for p in held], size=hp.image_size, max_upscale=hp.max_upscale,
                             count=hp.val_samples, seed=hp.seed)
         self.val_set = TensorDataset(val)

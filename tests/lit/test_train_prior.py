@@ -169,6 +169,35 @@ def test_replay_mixes_the_first_priors_photos_into_a_folder(tmp_path):
             photos.PhotoPatches(**bad)
 
 
+def test_darken_scales_a_share_of_patches_as_a_shorter_exposure(tmp_path):
+    photos = pytest.importorskip("lightning_redd.data.photos")
+    from PIL import Image
+
+    Image.new("RGB", (40, 30), color=(204, 102, 51)).save(tmp_path / "a.png")  # flat: every patch of it is this colour
+    Image.new("RGB", (40, 30), color=(10, 200, 10)).save(tmp_path / "b_val.png")
+    kw = dict(image_size=8, batch_size=2, num_workers=0, folder=str(tmp_path), val_samples=2)
+    assert photos.darkened(torch.tensor([-1.0, 0.0, 1.0]), 0.5).tolist() == [-1.0, -0.5, 0.0]  # black stays black
+    plain = photos.PhotoPatches(**kw)
+    plain.setup()
+    colour = torch.tensor([204.0, 102.0, 51.0]) / 127.5 - 1.0
+    torch.manual_seed(0)
+    assert all(torch.allclose(plain.train_set[i][:, 0, 0], colour, atol=1e-5) for i in range(20))
+    dark = photos.PhotoPatches(darken=0.5, darken_min=0.25, **kw)
+    dark.setup()
+    torch.manual_seed(0)
+    factors = torch.stack([(dark.train_set[i][:, 0, 0] + 1.0) / (colour + 1.0) for i in range(2000)])
+    assert torch.allclose(factors, factors[:, :1].expand_as(factors), atol=1e-4)  # one factor per patch, every channel
+    f = factors[:, 0]
+    assert abs(float((f < 1 - 1e-4).double().mean()) - 0.5) < 0.04  # the share darkened
+    assert float(f.min()) >= 0.25 - 1e-4 and float(f.max()) <= 1 + 1e-4
+    logs = f[f < 1 - 1e-4].log() / math.log(0.25)  # log-uniform in [0.25, 1]: uniform in [0, 1]
+    assert abs(float(logs.mean()) - 0.5) < 0.04 and abs(float((logs < 0.5).double().mean()) - 0.5) < 0.06
+    assert "0.5 darkened x[0.25, 1]" in dark.describe() and "darkened" not in plain.describe()
+    for bad in (dict(darken=1.5), dict(darken=-0.1), dict(darken=0.5, darken_min=0.0), dict(darken=0.5, darken_min=1.5)):
+        with pytest.raises(ValueError, match="darken"):
+            photos.PhotoPatches(**bad)
+
+
 def test_cli_parses_and_links_image_size(tmp_path):
     pytest.importorskip("skimage")
     from lightning_redd.lit.train_cli import train_main
