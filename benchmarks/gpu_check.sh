@@ -4,10 +4,5 @@
 # benchmarks/gpu_check.py, writing gpu_check.json / gpu_check.md into $OUT (or ./gpu_check_out).
 #     bash benchmarks/gpu_check.sh [gpu_check.py options...]
 set -uo pipefail
-wheels="${WHEELS:-.whl}"
-if compgen -G "$wheels/*.whl" >/dev/null; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$wheels"/*.whl || exit 1
-    export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
-fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+source "$(dirname "$0")/gpu_env.sh"
 exec python3 benchmarks/gpu_check.py --out "${OUT:-gpu_check_out}" "$@"

@@ -107,3 +107,38 @@ def test_vs_reference_names_what_a_checkout_lacks(monkeypatch, tmp_path):
         Reference(tmp_path)
     assert "algos/ddim.py" in str(err.value) and "algos/reddiff.py" not in str(err.value)
     assert set(NEEDED) >= {"algos/reddiff.py", "models/diffusion.py"}
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_gpu_train_prior_script_trains_on_the_corpus_and_exports(tmp_path):
+    """benchmarks/gpu_train_prior.sh, run as on the GPU machine but on the CPU with one tiny step: it trains on
+    CORPUS with the first prior's photos replayed and exports the EMA weights into OUT; without a corpus it stops
+    before any work with a message naming the folder and how to build it."""
+    pytest.importorskip("skimage")
+    import os
+    import subprocess
+
+    from PIL import Image
+
+    from lightning_redd.priors.embedded import read_metadata
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i, colour in enumerate([(200, 10, 10), (10, 200, 10), (10, 10, 200)]):
+        Image.new("RGB", (80, 70), color=colour).save(corpus / f"p{i}.png")
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "CORPUS": str(corpus), "WHEELS": str(tmp_path / "none")}
+    tiny = ["--trainer.accelerator", "cpu", "--trainer.precision", "32-true", "--trainer.max_steps", "1",
+            "--trainer.benchmark", "false", "--trainer.enable_progress_bar", "false", "--data.batch_size", "2",
+            "--data.num_workers", "0", "--data.samples_per_epoch", "2", "--data.val_samples", "2",
+            "--data.val_names", "[p2]", "--model.num_samples", "0"]
+    run = subprocess.run(["bash", str(BENCH / "gpu_train_prior.sh"), *tiny], cwd=BENCH.parent, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    meta = read_metadata(tmp_path / "out" / "embedded64.safetensors")
+    assert f"folder {corpus}" in json.dumps(meta) and "0.5 of patches from scikit-image" in json.dumps(meta)
+    env["CORPUS"] = str(tmp_path / "missing")
+    run = subprocess.run(["bash", str(BENCH / "gpu_train_prior.sh")], cwd=BENCH.parent, env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 2 and f"CORPUS={tmp_path / 'missing'}: no such folder" in run.stderr
+    assert "lightning_redd.data.corpus build" in run.stderr
