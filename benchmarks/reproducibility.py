@@ -7,10 +7,13 @@ run to the 1-process batch-4 ``predict``: the largest difference of the float es
 back from the 16-bit-exact ``restored`` PNGs is not enough, so each run also dumps its float
 results), the largest 8-bit pixel difference, the fraction of differing pixels, and the
 largest PSNR difference; and each run's mean PSNR of the restored images and of the masked
-inputs (the README's quickstart figures, 24.48 and 18.16 dB at 200 iterates, from the first
-run). Also times each run (images per second, whole command).
+inputs (the README's quickstart figures, 24.91 and 18.16 dB at the demo's 130 iterates, from the
+first run). Also times each run (images per second, whole command).
 
-    python benchmarks/reproducibility.py --out /tmp/repro [--steps 200] [--cpu-bf16 off|auto|on] [--runs 0 1]
+    python benchmarks/reproducibility.py --out /tmp/repro [--steps N] [--time-grid linear|quadratic] [--cpu-bf16 off|auto|on] [--runs 0 1]
+
+``--steps``/``--time-grid`` (default: the demo config's, 130 on the quadratic grid) change RED-diff's iterates;
+``--steps 200 --time-grid linear`` are the demo's settings before 2026-12-07.
 
 ``--cpu-bf16`` (default ``off``: float32 on every CPU, the README's float32 figures) sets the
 embedded prior's switch; ``on`` measures how far bf16 results move with the batch layout.
@@ -50,14 +53,17 @@ DUMP = (
 )
 
 
-def run(out: Path, subcommand: str, extra: list[str], steps: int, cpu_bf16: str = "off") -> float:
+def run(out: Path, subcommand: str, extra: list[str], steps: int | None, cpu_bf16: str = "off", time_grid: str | None = None) -> float:
     # a script file, not `python -c`: Lightning's DDP launcher starts rank 1 by re-running sys.argv
     script = out.parent / "dump_run.py"
     script.parent.mkdir(parents=True, exist_ok=True)
     script.write_text(DUMP)
     argv = [sys.executable, str(script), subcommand, "--config", "configs/demo.yaml", "--trainer.default_root_dir", str(out),
-            "--trainer.enable_progress_bar", "false", "--model.solver.init_args.num_steps", str(steps),
-            "--model.prior.init_args.cpu_bf16", cpu_bf16, *extra]
+            "--trainer.enable_progress_bar", "false", "--model.prior.init_args.cpu_bf16", cpu_bf16, *extra]
+    if steps is not None:
+        argv += ["--model.solver.init_args.num_steps", str(steps)]
+    if time_grid is not None:
+        argv += ["--model.solver.init_args.time_grid", time_grid]
     start = time.perf_counter()
     subprocess.run(argv, cwd=ROOT, check=True, capture_output=True)
     return time.perf_counter() - start
@@ -86,14 +92,15 @@ def compare(ref: Path, other: Path) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--steps", type=int, default=None, help="RED-diff iterates (default: the demo config's)")
+    ap.add_argument("--time-grid", choices=("linear", "quadratic"), default=None, help="default: the demo config's")
     ap.add_argument("--cpu-bf16", choices=("off", "auto", "on"), default="off")
     ap.add_argument("--runs", type=int, nargs="+", default=list(range(len(RUNS))), help="run numbers (0: the reference)")
     args = ap.parse_args()
     chosen = [(i, label, spec) for i, (label, spec) in enumerate(RUNS.items()) if i in {0, *args.runs}]
     results = {}
     for i, label, (sub, extra) in chosen:
-        seconds = run(args.out / f"run{i}", sub, extra, args.steps, args.cpu_bf16)
+        seconds = run(args.out / f"run{i}", sub, extra, args.steps, args.cpu_bf16, args.time_grid)
         results[label] = {"seconds": seconds, "images_per_second": len(NAMES) / seconds}
         print(f"{label}: {seconds:.1f} s", flush=True)
     ref = args.out / "run0"

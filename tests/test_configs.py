@@ -129,7 +129,7 @@ def test_demo_config_instantiates():
     from lightning_redd.priors.speed import cpu_bf16_is_fast
 
     cli = ReddCLI(args=["--config", str(CONFIGS / "demo.yaml")], run=False)
-    assert cli.model.num_iterates == 200
+    assert cli.model.num_iterates == 130 and cli.model.solver.time_grid == "quadratic"
     assert cli.model.prior.image_size == cli.datamodule.image_size == 64
     assert cli.model.prior.cpu_bf16 == "auto" and cli.model.prior.cpu_bf16_active is cpu_bf16_is_fast()
 
@@ -223,7 +223,8 @@ def test_task_preset_fits_the_64px_prior_and_says_what_was_measured(path):
     estimate, and the command that measured it."""
     raw = yaml.safe_load(path.read_text())
     knobs = raw["model"]["solver"]
-    assert list(knobs) == ["init_args"] and set(knobs["init_args"]) == {"num_steps", "lr", "lam"}
+    assert list(knobs) == ["init_args"] and set(knobs["init_args"]) == {"num_steps", "time_grid", "lr", "lam"}
+    assert knobs["init_args"]["time_grid"] == "linear"  # as measured: the demo's quadratic grid is not inherited
     c = parse(CONFIGS / "demo.yaml", path).parsed.predict
     assert c.model.solver.class_path == "lightning_redd.solvers.red_diff.RedDiff" and c.data.init_args.image_size == 64
     assert {k: getattr(c.model.solver.init_args, k) for k in knobs["init_args"]} == knobs["init_args"]
@@ -235,7 +236,7 @@ def test_task_preset_fits_the_64px_prior_and_says_what_was_measured(path):
     assert "tuning split" in head and ("lightning_redd.lit.compare table" in head or "lightning_redd.experiments table" in head or "docs/results/reproduce.sh" in head)
     # a baseline on the same task: the solver fragment after the preset replaces its RED-diff knobs
     dps = parse(CONFIGS / "demo.yaml", path, CONFIGS / "solver" / "dps.yaml").parsed.predict.model.solver
-    assert dps.class_path == "lightning_redd.solvers.dps.DPS" and "lr" not in dps.init_args
+    assert dps.class_path == "lightning_redd.solvers.dps.DPS" and "lr" not in dps.init_args and "time_grid" not in dps.init_args
 
 
 #: The paper's 256 px task settings (kept in the self-contained paper configs, independent of configs/task/).
@@ -267,4 +268,4 @@ def test_presets_of_the_results_tasks_are_those_tasks(preset, task):
     raw = yaml.safe_load((CONFIGS / "task" / f"{preset}.yaml").read_text())["model"]
     assert raw["operator"] == yaml.safe_load((CONFIGS / "ablations" / "task" / f"{task}.yaml").read_text())["model"]["operator"]
     tuned = yaml.safe_load((CONFIGS / "ablations" / "tuned" / task / "solver" / "red_diff.yaml").read_text())
-    assert raw["solver"]["init_args"] == {k: tuned["model"]["solver"]["init_args"][k] for k in ("num_steps", "lr", "lam")}
+    assert raw["solver"]["init_args"] == {k: tuned["model"]["solver"]["init_args"][k] for k in ("num_steps", "time_grid", "lr", "lam")}

@@ -26,7 +26,7 @@ import torch
 from lightning_redd.operators.base import ForwardOperator
 from lightning_redd.priors.base import DiffusionPrior
 from lightning_redd.solvers.base import NoiseMode, Requirements, Solver, SolverState
-from lightning_redd.solvers.grids import ORDERS, ordered_grid
+from lightning_redd.solvers.grids import ORDERS, SPACINGS, Spacing, ordered_grid
 from lightning_redd.solvers.weighting import WEIGHTINGS, Weighting, red_diff_weight
 
 INITS = ("pinv", "zeros", "random")
@@ -74,6 +74,9 @@ class RedDiff(Solver):
             square, log, trunc_linear, power2over3, const.
         order: time order: descending (paper's default and best), ascending, random
             (a permutation per image, drawn from that image's generator).
+        time_grid: how the grid's points are spaced: ``linear`` (the paper's) or ``quadratic``
+            (:func:`~lightning_redd.solvers.grids.timestep_grid`: more iterates at small ``t``; on the
+            demo's task it gives more at fewer iterates, docs/PERFORMANCE.md).
         init: initial ``mu``: pinv (the operator's pseudo-inverse of ``y``), zeros, random
             (standard normal per image).
         sigma_x0: std of ``q``; ``x0 = mu + sigma_x0 * n0`` (default 0: ``x0 = mu``).
@@ -103,6 +106,7 @@ class RedDiff(Solver):
         obs_weight: float = 1.0,
         weighting: Weighting = "linear",
         order: Literal["descending", "ascending", "random"] = "descending",
+        time_grid: Spacing = "linear",
         init: Literal["pinv", "zeros", "random"] = "pinv",
         sigma_x0: float = 0.0,
         adam_betas: tuple[float, float] = (0.9, 0.99),
@@ -117,6 +121,8 @@ class RedDiff(Solver):
             raise ValueError(f"unknown weighting {weighting!r}; allowed: {WEIGHTINGS}")
         if order not in ORDERS:
             raise ValueError(f"unknown order {order!r}; allowed: {ORDERS}")
+        if time_grid not in SPACINGS:
+            raise ValueError(f"unknown time_grid {time_grid!r}; allowed: {SPACINGS}")
         if init not in INITS:
             raise ValueError(f"unknown init {init!r}; allowed: {INITS}")
         if lr <= 0 or lam < 0 or obs_weight < 0 or sigma_x0 < 0:
@@ -127,7 +133,7 @@ class RedDiff(Solver):
             raise ValueError(f"adam_betas must be two numbers in [0, 1), got {adam_betas}")
         self.num_steps, self.parallel = int(num_steps), int(parallel)
         self.lr, self.lam, self.obs_weight, self.sigma_x0 = float(lr), float(lam), float(obs_weight), float(sigma_x0)
-        self.weighting, self.order, self.init_mode = weighting, order, init
+        self.weighting, self.order, self.init_mode, self.time_grid = weighting, order, init, time_grid
         self.adam_betas = (float(adam_betas[0]), float(adam_betas[1]))
         self.adam = adam
 
@@ -148,7 +154,7 @@ class RedDiff(Solver):
             raise ValueError(
                 f"num_steps * parallel = {n} exceeds the prior's {prior.num_timesteps} timesteps; lower num_steps or parallel"
             )
-        grids = [ordered_grid(n, prior.num_timesteps, self.order, g) for g in gens]
+        grids = [ordered_grid(n, prior.num_timesteps, self.order, g, self.time_grid) for g in gens]
         return torch.stack(grids).view(len(gens), self.num_steps, self.parallel)
 
     def initial_estimate(self, state: RedDiffState) -> torch.Tensor:

@@ -51,5 +51,27 @@ def test_ordered_grid_orders():
         timestep_grid(1001, T)
 
 
+def test_quadratic_spacing_squares_the_same_span():
+    """quadratic: round(top * (j / (S - 1))^2), from 0 to the linear grid's top; the small times repeat, the
+    large ones spread; RedDiff visits it in descending order; other spacings are refused."""
+    for s in (2, 10, 100, 130, 1000):
+        grid = timestep_grid(s, T, "quadratic")
+        top = T - T / s
+        assert grid.tolist() == [round(top * (j / (s - 1)) ** 2) for j in range(s)], s
+        assert grid[0] == 0 and grid[-1] == timestep_grid(s, T)[-1] and (grid[1:] >= grid[:-1]).all(), s
+    g130 = timestep_grid(130, T, "quadratic")
+    assert g130[:8].tolist() == [0, 0, 0, 1, 1, 1, 2, 3] and g130[-3:].tolist() == [962, 977, 992]
+    assert int((g130 < 250).sum()) == 65 and int((timestep_grid(130, T) < 250).sum()) == 33  # half below t = 250, not a quarter
+    assert timestep_grid(1, T, "quadratic").tolist() == [0]
+    times = RedDiff(num_steps=130, time_grid="quadratic").schedule(_Prior(), seeding.generators(0, [0], "solver"))
+    assert times[0, :, 0].tolist() == g130.flip(0).tolist()
+    assert RedDiff(num_steps=130).schedule(_Prior(), seeding.generators(0, [0], "solver"))[0, :, 0].tolist() == \
+        timestep_grid(130, T).flip(0).tolist()  # linear stays the default
+    with pytest.raises(ValueError, match="allowed"):
+        timestep_grid(10, T, "cubic")
+    with pytest.raises(ValueError, match="time_grid"):
+        RedDiff(time_grid="cubic")
+
+
 class _Prior:
     num_timesteps = T
