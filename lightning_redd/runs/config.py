@@ -24,6 +24,9 @@ DECIDING = ("model", "data", "seed_everything", "trainer.precision")
 #: keys inside those that do not change any image's result
 NOT_DECIDING = ("model.log_every", "data.batch_size", "data.num_workers", "data.limit", "data.output_dir", "data.repeats",
                 "data.file_params")
+#: settings added after runs were recorded, at the value that gives the earlier results: left out of the
+#: signature there, so a run recorded before them keeps its folder and resumes
+ADDED_AT_DEFAULT = {"data.samples_per_image": 1, "model.solver.init_args.time_grid": "linear"}
 #: the data module class a signature leaves unnamed (the CLI's default)
 DEFAULT_DATA = "lightning_redd.data.folder.ImageFolderData"
 
@@ -59,8 +62,9 @@ def signature(config: dict) -> dict[str, Any]:
     flat = flatten(plain)
     sig = {k: v for k, v in flat.items() if any(k == d or k.startswith(d + ".") for d in DECIDING)}
     sig = {k: v for k, v in sig.items() if not any(k == n or k.startswith(n + ".") for n in NOT_DECIDING)}
-    if sig.get("data.samples_per_image") == 1:  # the default: a one-sample run keeps the signature (and folder) it had
-        del sig["data.samples_per_image"]
+    for key, default in ADDED_AT_DEFAULT.items():
+        if key in sig and sig[key] == default:
+            del sig[key]
     if sig.get("data.root") is not None:
         sig["data.root"] = str(resources.resolve_data(sig["data.root"]).resolve())
     return sig

@@ -78,6 +78,19 @@ def test_one_sample_leaves_the_run_signature_and_folder_as_they_were():
     assert three["data.samples_per_image"] == 3 and run_config.folder_name(three, []) != run_config.folder_name(one, [])
 
 
+def test_the_paper_time_grid_leaves_a_red_diff_run_signature_and_folder_as_they_were():
+    """time_grid came after runs were recorded: at "linear" (what every earlier run did) the signature, and so the
+    folder and the resume check, are those of a run recorded without the key; "quadratic" is a setting of its own."""
+    base = {"data": {"root": "/x", "seed": 0}, "model": {"solver": {"class_path": "R", "init_args": {"num_steps": 100}}}}
+    def with_grid(grid):
+        return run_config.signature({**base, "model": {"solver": {"class_path": "R", "init_args": {"num_steps": 100, "time_grid": grid}}}})
+    assert with_grid("linear") == run_config.signature(base)
+    quad = with_grid("quadratic")
+    assert quad["model.solver.init_args.time_grid"] == "quadratic"
+    assert run_config.folder_name(quad, []) != run_config.folder_name(with_grid("linear"), [])
+    assert run_config.differences(run_config.signature(base), with_grid("linear")) == []
+
+
 def test_mean_and_std_maps():
     samples = torch.tensor([[[[0.0, 1.5]]], [[[0.5, 1.0]]], [[[1.0, 0.0]]]])  # (3, 1, 1, 2); 1.5 is clipped to 1
     mean, std = mean_and_std(samples)
