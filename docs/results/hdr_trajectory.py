@@ -13,14 +13,12 @@ docs/PRIOR_CORPUS.md reports what it gave.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import torch
 
-from lightning_redd.data.photos import IMAGE_SUFFIXES, load_rgb, to_tensor
 from lightning_redd.operators.hdr import HDR
-from lightning_redd.priors.embedded import EmbeddedPrior
 from lightning_redd.solvers.red_diff import RedDiff
+from prior_denoise import load_folder, named_priors  # next to this script
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -33,18 +31,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--every", type=int, default=10, help="print the trajectory every N iterates (0: only the PSNR)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    files = sorted(p for p in Path(args.images).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise SystemExit(f"--images {args.images}: no images ({', '.join(IMAGE_SUFFIXES)})")
-    x = torch.stack([to_tensor(load_rgb(p)).float() / 127.5 - 1.0 for p in files])
+    files, x = load_folder(args.images)
     op = HDR(gain=2.0, sigma_y=0.01)
     y = op(x) + 0.01 * torch.randn(x.shape, generator=torch.Generator().manual_seed(args.seed))
     dark = x < -0.5
-    for spec in args.priors:
-        name, sep, path = spec.partition("=")
-        if not sep or not Path(path).is_file():
-            raise SystemExit(f"{spec!r}: expected NAME=FILE with an existing .safetensors file")
-        prior = EmbeddedPrior(checkpoint=path, cpu_bf16="off")
+    for name, prior in named_priors(args.priors).items():
         for steps in args.steps:
             solver = RedDiff(num_steps=steps, lr=args.lr, lam=args.lam, weighting="linear", order="descending", init="pinv")
             rows: list[str] = []

@@ -16,8 +16,27 @@ from pathlib import Path
 
 import torch
 
-from lightning_redd.data.photos import IMAGE_SUFFIXES, load_rgb, to_tensor
+from lightning_redd.data.images import list_images, load_image
 from lightning_redd.priors.embedded import EmbeddedPrior
+
+
+def load_folder(folder: str) -> tuple[list[Path], torch.Tensor]:
+    """The images of ``folder`` (sorted) and their batch ``(N, 3, H, W)`` in ``[-1, 1]``, at their own size."""
+    files = list_images(Path(folder))
+    if not files:
+        raise SystemExit(f"--images {folder}: no images")
+    return files, torch.stack([load_image(p, 0, mode="none") for p in files])
+
+
+def named_priors(specs: list[str]) -> dict[str, EmbeddedPrior]:
+    """``NAME=FILE`` arguments -> float32 embedded priors by name."""
+    priors = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not Path(path).is_file():
+            raise SystemExit(f"{spec!r}: expected NAME=FILE with an existing .safetensors file")
+        priors[name] = EmbeddedPrior(checkpoint=path, cpu_bf16="off")
+    return priors
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -28,17 +47,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    files = sorted(p for p in Path(args.images).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise SystemExit(f"--images {args.images}: no images ({', '.join(IMAGE_SUFFIXES)})")
-    x = torch.stack([to_tensor(load_rgb(p)).float() / 127.5 - 1.0 for p in files])
+    files, x = load_folder(args.images)
     dark = x < -0.5
-    priors = {}
-    for spec in args.priors:
-        name, sep, path = spec.partition("=")
-        if not sep or not Path(path).is_file():
-            raise SystemExit(f"{spec!r}: expected NAME=FILE with an existing .safetensors file")
-        priors[name] = EmbeddedPrior(checkpoint=path, cpu_bf16="off")
+    priors = named_priors(args.priors)
     eps = torch.randn(x.shape, generator=torch.Generator().manual_seed(args.seed))
     abar = next(iter(priors.values())).alphas_cumprod.float()
     print(f"{len(files)} images from {args.images}, {float(dark.float().mean()):.1%} of values below 0.25; "
