@@ -1,14 +1,15 @@
 """RED-diff on HDR, iterate by iterate: where the values that clip(2x) saturates to black go.
 
-For each prior and each iterate count: one RED-diff solve of the held-out images (HDR, gain 2, sigma_y 0.01, one
-noise draw of y for all runs; the solver's generators seeded per image), at RED-diff's tuned HDR settings unless
---lr/--lam say otherwise. Prints the final PSNR (mean over images, in [0, 1] units, clipped) and, every --every
-iterates, over the values whose truth is below 0.25: mean error and RMSE of mu ([0, 1] units), the share above
-the 0.25 boundary and the share below -1 (outside every training image), then the RMSE over all values.
+For each prior and each iterate count: one RED-diff solve of the held-out images (HDR, gain 2, sigma_y 0.01,
+measured by the operator's own `measure`, one noise draw of y for all runs; the solver's generators seeded per
+image), at RED-diff's tuned HDR settings unless --lr/--lam say otherwise. Prints the final PSNR (mean over
+images, in [0, 1] units, clipped) and, every --every iterates, over the values whose truth is below 0.25: mean
+error and RMSE of mu ([0, 1] units), the share above the 0.25 boundary and the share below -1 (outside every
+training image), then the RMSE over all values.
 docs/PRIOR_CORPUS.md reports what it gave.
 
-    python docs/results/hdr_trajectory.py --images outputs/heldout/test --steps 100 200 400 \
-        v1=lightning_redd/priors/weights/embedded64.safetensors v3=outputs/embedded64_v3ft.safetensors
+    python docs/results/hdr_trajectory.py v1=lightning_redd/priors/weights/embedded64.safetensors \
+        v3=outputs/embedded64_v3ft.safetensors --images outputs/heldout/test --steps 100 200 400
 """
 from __future__ import annotations
 
@@ -33,11 +34,11 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     files, x = load_folder(args.images)
     op = HDR(gain=2.0, sigma_y=0.01)
-    y = op(x) + 0.01 * torch.randn(x.shape, generator=torch.Generator().manual_seed(args.seed))
+    y = op.measure(x, [torch.Generator().manual_seed(args.seed + 1000 + i) for i in range(len(files))])
     dark = x < -0.5
     for name, prior in named_priors(args.priors).items():
         for steps in args.steps:
-            solver = RedDiff(num_steps=steps, lr=args.lr, lam=args.lam, weighting="linear", order="descending", init="pinv")
+            solver = RedDiff(num_steps=steps, lr=args.lr, lam=args.lam)
             rows: list[str] = []
 
             def record(k: int, state, stats) -> None:
